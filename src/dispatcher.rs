@@ -1,0 +1,550 @@
+//! Dispatcher thread: watches every project's inbox with inotify and gives
+//! one task at a time to a free autonomous session, most urgent and oldest
+//! first. The claim (rename to `.dispatched`) happens before the launch; a
+//! launch runs on its own short-lived thread so a slow agent never stalls
+//! dispatching elsewhere, and reports back with `DispatchMsg::Launched`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver};
+
+use crate::config::Config;
+use crate::daemon::{Ctx, DispatchMsg};
+use crate::fswatch::{FsEvent, FsWatch};
+use crate::launch::{self, Conversation, Launch, LaunchError};
+use crate::notice::Notice;
+use crate::state::{SessionKind, SessionState, State, TaskRef};
+use crate::task::{Queue, Task, TaskError};
+use crate::timefmt::now_secs;
+
+/// How long to wait after a change under `projects_dir` before looking for
+/// new projects: `mkdir -p p/.agent-queue/inbox` arrives as several events.
+const DISCOVER_DELAY: Duration = Duration::from_millis(200);
+
+/// The result of one launch, sent back to the dispatcher thread.
+#[derive(Debug)]
+pub struct LaunchOutcome {
+    pub session: String,
+    pub task: TaskRef,
+    pub result: Result<(), LaunchError>,
+}
+
+/// Every project: the configured ones, and each child of `projects_dir`
+/// that has an `.agent-queue` folder.
+pub fn project_list(cfg: &Config) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = cfg.projects.clone();
+    if let Some(dir) = &cfg.projects_dir {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            let mut found: Vec<PathBuf> = rd
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.join(".agent-queue").is_dir())
+                .collect();
+            found.sort();
+            out.extend(found);
+        }
+    }
+    let mut seen = HashSet::new();
+    out.retain(|p| seen.insert(p.clone()));
+    out
+}
+
+/// Creates missing autonomous sessions and re-adopts what runs: a session
+/// whose agent still lives keeps its task; a claim whose session or agent is
+/// gone goes back to the inbox.
+pub fn ensure_sessions(ctx: &Ctx) {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/".into());
+    let names: Vec<(String, SessionKind)> = ctx
+        .state()
+        .sessions
+        .values()
+        .map(|s| (s.name.clone(), s.kind))
+        .collect();
+    for (name, kind) in names {
+        let exists = ctx.tmux.has_session(&name);
+        if !exists && kind == SessionKind::Autonomous {
+            match ctx.tmux.new_session(&name, &home) {
+                Ok(()) => log::info!("created tmux session {name}"),
+                Err(e) => log::error!("cannot create tmux session {name}: {e}"),
+            }
+        }
+        let alive = ctx.tmux.agent_pid(&name).is_some();
+        let exists = exists || ctx.tmux.has_session(&name);
+        ctx.update(|st| {
+            let Some(s) = st.sessions.get_mut(&name) else {
+                return;
+            };
+            match (s.kind, &s.task) {
+                (SessionKind::Autonomous, Some(t))
+                    if !(alive
+                        && matches!(
+                            s.state,
+                            SessionState::Working
+                                | SessionState::WaitingInput
+                                | SessionState::Limited
+                        )) =>
+                {
+                    let t = t.clone();
+                    log::info!(
+                        "session {name}: its agent is gone; putting {} back in the inbox",
+                        t.name
+                    );
+                    requeue(&t);
+                    s.task = None;
+                    s.set_state(if exists {
+                        SessionState::Idle
+                    } else {
+                        SessionState::Dead
+                    });
+                }
+                (SessionKind::Autonomous, Some(_)) => {}
+                (SessionKind::Autonomous, None) => {
+                    s.set_state(if exists {
+                        SessionState::Idle
+                    } else {
+                        SessionState::Dead
+                    });
+                }
+                (SessionKind::Dedicated, _) => {
+                    if !exists {
+                        s.set_state(SessionState::Dead);
+                    } else if s.state == SessionState::Dead {
+                        s.set_state(SessionState::Idle);
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Puts a claimed task back in the inbox, logging what cannot be done.
+fn requeue(t: &TaskRef) {
+    match t.queue().unclaim(&t.name) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => log::error!(
+            "cannot put {} back in the inbox of {}: {e}",
+            t.name,
+            t.project.display()
+        ),
+    }
+}
+
+pub fn run(ctx: Arc<Ctx>, rx: Receiver<DispatchMsg>) {
+    let (mut watch, fs_rx) = match FsWatch::new() {
+        Ok(w) => (Some(w.0), w.1),
+        Err(e) => {
+            log::error!("inotify unavailable ({e}); dispatching on the scan interval only");
+            (None, crossbeam_channel::never())
+        }
+    };
+    let mut watched_root: Option<PathBuf> = None;
+    discover(&ctx, watch.as_mut(), &mut watched_root);
+    dispatch_round(&ctx);
+    let mut next_scan = Instant::now() + ctx.config().dispatcher.scan_interval.get();
+    let mut discover_at: Option<Instant> = None;
+    loop {
+        let wake = discover_at.map_or(next_scan, |d| d.min(next_scan));
+        let timeout = wake.saturating_duration_since(Instant::now());
+        select! {
+            recv(ctx.stop) -> _ => return,
+            recv(fs_rx) -> ev => match ev {
+                Ok(FsEvent::Changed { dir, name }) => {
+                    if watched_root.as_deref() == Some(dir.as_path()) {
+                        discover_at.get_or_insert(Instant::now() + DISCOVER_DELAY);
+                    } else if dir.file_name().is_some_and(|n| n == "inbox") {
+                        if name.to_str().is_some_and(crate::task::is_task_name) {
+                            dispatch_round(&ctx);
+                        }
+                    } else {
+                        // A project folder or its .agent-queue got a child.
+                        discover_at.get_or_insert(Instant::now() + DISCOVER_DELAY);
+                    }
+                }
+                Ok(FsEvent::DirGone(dir)) => log::info!("stopped watching {} (removed)", dir.display()),
+                Ok(FsEvent::Overflow) => {
+                    log::warn!("inotify queue overflowed; rescanning every inbox");
+                    discover(&ctx, watch.as_mut(), &mut watched_root);
+                    dispatch_round(&ctx);
+                }
+                Err(_) => return,
+            },
+            recv(rx) -> msg => match msg {
+                Ok(DispatchMsg::SessionFree(_)) => dispatch_round(&ctx),
+                Ok(DispatchMsg::Scan) => {
+                    discover(&ctx, watch.as_mut(), &mut watched_root);
+                    dispatch_round(&ctx);
+                }
+                Ok(DispatchMsg::Launched(outcome)) => {
+                    finish_launch(&ctx, outcome);
+                    dispatch_round(&ctx);
+                }
+                Err(_) => return,
+            },
+            default(timeout) => {
+                if discover_at.is_some_and(|d| Instant::now() >= d) {
+                    discover_at = None;
+                    discover(&ctx, watch.as_mut(), &mut watched_root);
+                    dispatch_round(&ctx);
+                }
+                if Instant::now() >= next_scan {
+                    discover(&ctx, watch.as_mut(), &mut watched_root);
+                    dispatch_round(&ctx);
+                    next_scan = Instant::now() + ctx.config().dispatcher.scan_interval.get();
+                }
+            }
+        }
+    }
+}
+
+/// Adds inotify watches for every project's inbox (creating the inbox of a
+/// configured project) and for `projects_dir` and its children.
+fn discover(ctx: &Ctx, watch: Option<&mut FsWatch>, watched_root: &mut Option<PathBuf>) {
+    let cfg = ctx.config();
+    let Some(watch) = watch else { return };
+    for p in &cfg.projects {
+        let inbox = Queue::new(p).inbox();
+        if !inbox.is_dir() {
+            if let Err(e) = std::fs::create_dir_all(&inbox) {
+                log::warn!("cannot create {}: {e}", inbox.display());
+                continue;
+            }
+        }
+    }
+    for p in project_list(&cfg) {
+        let inbox = Queue::new(&p).inbox();
+        if !inbox.is_dir() {
+            let _ = std::fs::create_dir_all(&inbox);
+        }
+        if !watch.is_watched(&inbox) {
+            if let Err(e) = watch.watch(&inbox) {
+                log::warn!("cannot watch {}: {e}", inbox.display());
+            }
+        }
+    }
+    if let Some(root) = &cfg.projects_dir {
+        if !watch.is_watched(root) {
+            match watch.watch(root) {
+                Ok(()) => *watched_root = Some(root.clone()),
+                Err(e) => log::warn!("cannot watch {}: {e}", root.display()),
+            }
+        }
+        // New project folders get their .agent-queue later: watch them too.
+        if let Ok(rd) = std::fs::read_dir(root) {
+            for e in rd.filter_map(Result::ok) {
+                let p = e.path();
+                if p.is_dir() && !p.join(".agent-queue").is_dir() && !watch.is_watched(&p) {
+                    let _ = watch.watch(&p);
+                }
+                let aq = p.join(".agent-queue");
+                if aq.is_dir() && !aq.join("inbox").is_dir() && !watch.is_watched(&aq) {
+                    let _ = watch.watch(&aq);
+                }
+            }
+        }
+    }
+}
+
+/// Reads every inbox: valid tasks sorted most urgent, then oldest first.
+/// Files that are not tasks go to `failed/` (unless `dry_run`), reported in
+/// the second list.
+pub fn pending_tasks(cfg: &Config, dry_run: bool) -> (Vec<Task>, Vec<(PathBuf, String, String)>) {
+    let mut tasks = Vec::new();
+    let mut bad = Vec::new();
+    for project in project_list(cfg) {
+        let q = Queue::new(&project);
+        let names = match q.pending_names() {
+            Ok(n) => n,
+            Err(e) => {
+                log::warn!("cannot read {}: {e}", q.inbox().display());
+                continue;
+            }
+        };
+        for name in names {
+            match q.load(&name) {
+                Ok(t) => tasks.push(t),
+                Err(e) if e.is_task_fault() => {
+                    let reason = format!("{name} {e}");
+                    if !dry_run {
+                        if let Err(m) = q.fail(&name, false, &reason) {
+                            log::error!("cannot move {name} to failed/: {m}");
+                        }
+                    }
+                    bad.push((project.clone(), name, reason));
+                }
+                Err(TaskError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!("skipping {name} in {}: {e}", project.display()),
+            }
+        }
+    }
+    tasks.sort_by(|a, b| {
+        (a.meta.priority, a.mtime, &a.project, &a.name).cmp(&(
+            b.meta.priority,
+            b.mtime,
+            &b.project,
+            &b.name,
+        ))
+    });
+    (tasks, bad)
+}
+
+/// Free sessions in pool order.
+fn free_sessions(st: &State, cfg: &Config) -> Vec<String> {
+    let now = now_secs();
+    cfg.autonomous_names()
+        .into_iter()
+        .filter(|n| st.sessions.get(n).is_some_and(|s| s.is_free(now)))
+        .collect()
+}
+
+/// The plan: which task goes to which session, in order.
+pub fn plan(ctx: &Ctx, dry_run: bool) -> Vec<(String, Task)> {
+    let cfg = ctx.config();
+    let (paused, free) = {
+        let st = ctx.state();
+        (st.dispatch_paused.is_some(), free_sessions(&st, &cfg))
+    };
+    if paused || free.is_empty() {
+        return Vec::new();
+    }
+    let (tasks, bad) = pending_tasks(&cfg, dry_run);
+    if !dry_run {
+        for (project, name, reason) in bad {
+            ctx.update(|st| st.metrics.tasks_failed += 1);
+            ctx.notify(
+                Notice::new("task_failed", format!("{reason}; moved to failed/"))
+                    .field("task", name)
+                    .field("project", project.display().to_string()),
+            );
+        }
+    }
+    free.into_iter().zip(tasks).collect()
+}
+
+/// Gives pending tasks to free sessions; each launch runs on its own thread.
+fn dispatch_round(ctx: &Arc<Ctx>) {
+    for (session, task) in plan(ctx, false) {
+        let Some(tref) = claim(ctx, &session, &task) else {
+            continue;
+        };
+        let c = ctx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("launch-{session}"))
+            .spawn(move || {
+                let result = launch_task(&c, &session, &task, &tref);
+                let _ = c.to_dispatcher.send(DispatchMsg::Launched(LaunchOutcome {
+                    session,
+                    task: tref,
+                    result,
+                }));
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start a launch thread: {e}");
+        }
+    }
+}
+
+/// Claims `task` for `session`: the rename, then the state. `None` when the
+/// file is gone (taken or removed meanwhile).
+fn claim(ctx: &Ctx, session: &str, task: &Task) -> Option<TaskRef> {
+    let cfg = ctx.config();
+    let q = Queue::new(&task.project);
+    if let Err(e) = q.claim(&task.name) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            log::warn!(
+                "cannot claim {} in {}: {e}",
+                task.name,
+                task.project.display()
+            );
+        }
+        return None;
+    }
+    let model = task
+        .meta
+        .model
+        .clone()
+        .unwrap_or_else(|| cfg.model_for(task.meta.priority).to_string());
+    let tref = TaskRef {
+        project: task.project.clone(),
+        name: task.name.clone(),
+        priority: task.meta.priority,
+        model,
+        started: now_secs(),
+    };
+    ctx.update(|st| {
+        let account = st.active_account.clone();
+        if let Some(s) = st.sessions.get_mut(session) {
+            s.task = Some(tref.clone());
+            s.project = Some(task.project.clone());
+            s.account = Some(account);
+            s.claude_session_id = None;
+            s.hooks_confirmed = false;
+            s.set_state(SessionState::Starting);
+        }
+    });
+    log::info!(
+        "dispatching {} ({}) from {} to {session}",
+        task.name,
+        tref.model,
+        task.project.display()
+    );
+    Some(tref)
+}
+
+/// Starts the agent and hands it the task message.
+pub fn launch_task(
+    ctx: &Ctx,
+    session: &str,
+    task: &Task,
+    tref: &TaskRef,
+) -> Result<(), LaunchError> {
+    let cfg = ctx.config();
+    let account_name = ctx.state().active_account.clone();
+    let account = cfg.account(&account_name).cloned().ok_or_else(|| {
+        LaunchError::Account(format!("account `{account_name}` is not configured"))
+    })?;
+    let id = crate::fsutil::new_uuid().map_err(|e| LaunchError::Account(e.to_string()))?;
+    // claude's cwd is the physical path; trust is keyed by it.
+    let project = std::fs::canonicalize(&task.project).unwrap_or_else(|_| task.project.clone());
+    let l = Launch {
+        session,
+        project: &project,
+        account: &account,
+        model: &tref.model,
+        conversation: Conversation::New(id.clone()),
+    };
+    ctx.update(|st| {
+        if let Some(s) = st.sessions.get_mut(session) {
+            s.claude_session_id = Some(id.clone());
+            s.account = Some(account.name.clone());
+        }
+    });
+    let transcript = launch::start_agent(&cfg, &ctx.tmux, &l)?;
+    ctx.update(|st| {
+        if let Some(s) = st.sessions.get_mut(session) {
+            s.transcript_path = Some(transcript);
+        }
+    });
+    launch::deliver(
+        &ctx.tmux,
+        session,
+        &launch::render_message(&cfg.agent.message, task),
+    )
+}
+
+/// Applies a launch's result: the session works, or the task goes back
+/// (counting an attempt, `failed/` after `max_attempts`) and the session
+/// rests if it was at fault.
+pub fn finish_launch(ctx: &Ctx, o: LaunchOutcome) {
+    let cfg = ctx.config();
+    let LaunchOutcome {
+        session,
+        task,
+        result,
+    } = o;
+    match result {
+        Ok(()) => {
+            log::info!("{session} took {}", task.name);
+            ctx.update(|st| {
+                st.metrics.tasks_dispatched += 1;
+                if let Some(s) = st.sessions.get_mut(&session) {
+                    if s.state == SessionState::Starting {
+                        s.set_state(SessionState::Working);
+                    }
+                    s.last_activity = now_secs();
+                }
+            });
+        }
+        Err(e) => {
+            log::warn!("launch of {} in {session} failed: {e}", task.name);
+            if matches!(e, LaunchError::NotReady { .. } | LaunchError::NotTaken) {
+                crate::watcher::terminate_agent(&ctx.tmux, &session);
+            }
+            let now = now_secs();
+            let attempts = ctx.update(|st| {
+                st.metrics.launches_failed += 1;
+                if let Some(s) = st.sessions.get_mut(&session) {
+                    s.task = None;
+                    s.claude_session_id = None;
+                    s.set_state(SessionState::Idle);
+                    if e.session_fault() {
+                        s.cooldown_until = Some(now + cfg.dispatcher.cooldown.get().as_secs());
+                    }
+                }
+                let n = st.attempts.entry(task.key()).or_insert(0);
+                *n += 1;
+                *n
+            });
+            give_back(ctx, &task, attempts, &e.to_string());
+        }
+    }
+}
+
+/// After a failed launch: back to the inbox, or to `failed/` once
+/// `max_attempts` launches have failed.
+pub fn give_back(ctx: &Ctx, task: &TaskRef, attempts: u32, reason: &str) {
+    let cfg = ctx.config();
+    let q = task.queue();
+    if attempts >= cfg.dispatcher.max_attempts {
+        let why = format!("{} launches failed; last: {reason}", attempts);
+        match q.fail(&task.name, true, &why) {
+            Ok(_) => {
+                ctx.update(|st| {
+                    st.attempts.remove(&task.key());
+                    st.metrics.tasks_failed += 1;
+                });
+                ctx.notify(
+                    Notice::new("task_failed", format!("{} failed: {why}", task.name))
+                        .field("task", task.name.clone())
+                        .field("project", task.project.display().to_string()),
+                );
+            }
+            Err(e) => log::error!("cannot move {} to failed/: {e}", task.name),
+        }
+    } else {
+        requeue(task);
+        log::info!(
+            "{} is back in the inbox (attempt {attempts} of {})",
+            task.name,
+            cfg.dispatcher.max_attempts
+        );
+    }
+}
+
+/// `scan`: one dispatch round in the foreground; returns what was started.
+pub fn scan_once(ctx: &Arc<Ctx>) -> Vec<(String, String, Result<(), String>)> {
+    let mut out = Vec::new();
+    for (session, task) in plan(ctx, false) {
+        let Some(tref) = claim(ctx, &session, &task) else {
+            continue;
+        };
+        let result = launch_task(ctx, &session, &task, &tref);
+        let shown = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
+        finish_launch(
+            ctx,
+            LaunchOutcome {
+                session: session.clone(),
+                task: tref,
+                result,
+            },
+        );
+        out.push((session, task.name.clone(), shown));
+    }
+    out
+}
+
+/// Whether `p` is one of the project inboxes (for tests and status).
+pub fn is_inbox(p: &Path) -> bool {
+    p.file_name().is_some_and(|n| n == "inbox")
+        && p.parent().is_some_and(|a| a.ends_with(".agent-queue"))
+}
+
+/// `scan --dry-run`: the plan without moving or starting anything.
+pub fn dry_plan(ctx: &Ctx) -> Vec<(String, Task)> {
+    plan(ctx, true)
+}

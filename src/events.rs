@@ -1,0 +1,1 @@
+//! Event files dropped by hook.sh into `state_dir/events`. (stub)

@@ -1,0 +1,316 @@
+//! Starting an agent in a tmux session and handing it a message, per
+//! INTERFACE.md "A launch in a session": account ready, guard deployed,
+//! `respawn-pane` with an argv (no shell), wait for the input line, one
+//! bracketed paste, a separate Enter, and a check that it was taken.
+//! Used for new tasks (dispatcher) and resumed conversations (failover).
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::config::{AccountConfig, Config};
+use crate::tmux::{Tmux, TmuxError};
+
+/// Variables that would override the account's OAuth login.
+pub const OVERRIDING_ENV: &[&str] = &[
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "CLAUDE_CODE_OAUTH_TOKEN",
+];
+const POLL: Duration = Duration::from_millis(15);
+/// How long the agent gets to show that it took the message.
+const TAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A new conversation with a fixed id, or one to continue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conversation {
+    New(String),
+    Resume(String),
+}
+
+impl Conversation {
+    pub fn id(&self) -> &str {
+        match self {
+            Conversation::New(id) | Conversation::Resume(id) => id,
+        }
+    }
+}
+
+/// Everything one launch needs.
+#[derive(Debug, Clone)]
+pub struct Launch<'a> {
+    pub session: &'a str,
+    pub project: &'a Path,
+    pub account: &'a AccountConfig,
+    pub model: &'a str,
+    pub conversation: Conversation,
+}
+
+#[derive(Debug)]
+pub enum LaunchError {
+    /// The account's `.claude.json` could not be made ready.
+    Account(String),
+    /// The guard could not be deployed: never launch unguarded.
+    Guard(String),
+    Tmux(TmuxError),
+    /// The agent exited before it was ready or took the message.
+    Exited {
+        status: Option<i32>,
+        screen: String,
+    },
+    /// No input line within `prompt_timeout`.
+    NotReady {
+        screen: String,
+    },
+    /// The message stayed in the input line.
+    NotTaken,
+}
+
+impl fmt::Display for LaunchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LaunchError::Account(e) => write!(f, "account not ready: {e}"),
+            LaunchError::Guard(e) => write!(f, "guard not deployed: {e}"),
+            LaunchError::Tmux(e) => write!(f, "{e}"),
+            LaunchError::Exited { status, screen } => {
+                write!(
+                    f,
+                    "the agent exited (status {status:?}) before it was ready; screen: {}",
+                    tail(screen)
+                )
+            }
+            LaunchError::NotReady { screen } => write!(
+                f,
+                "no prompt within the prompt timeout; screen: {}",
+                tail(screen)
+            ),
+            LaunchError::NotTaken => write!(f, "the agent did not take the message"),
+        }
+    }
+}
+
+impl std::error::Error for LaunchError {}
+
+impl LaunchError {
+    /// Whether the session itself misbehaved (it rests for `cooldown`), as
+    /// opposed to the project or account.
+    pub fn session_fault(&self) -> bool {
+        matches!(
+            self,
+            LaunchError::Tmux(_)
+                | LaunchError::Exited { .. }
+                | LaunchError::NotReady { .. }
+                | LaunchError::NotTaken
+        )
+    }
+}
+
+impl From<TmuxError> for LaunchError {
+    fn from(e: TmuxError) -> Self {
+        LaunchError::Tmux(e)
+    }
+}
+
+/// The last few non-empty lines of a screen, on one line, for error text.
+fn tail(screen: &str) -> String {
+    let lines: Vec<&str> = screen
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(4)..].join(" | ")
+}
+
+/// Prepares the account and the guard, then starts the agent and waits for
+/// its input line. Returns the transcript path of the conversation.
+pub fn start_agent(cfg: &Config, tmux: &Tmux, l: &Launch) -> Result<PathBuf, LaunchError> {
+    crate::account::prepare(&l.account.config_dir, l.project)
+        .map_err(|e| LaunchError::Account(e.to_string()))?;
+    crate::guard::deploy(l.project, cfg.guard.mode, Some(&cfg.events_dir()))
+        .map_err(|e| LaunchError::Guard(e.to_string()))?;
+    let pinned = crate::guard::write_pinned_settings(&cfg.state_dir)
+        .map_err(|e| LaunchError::Guard(e.to_string()))?;
+
+    let events = cfg.events_dir();
+    let env: [(&str, &OsStr); 4] = [
+        ("CLAUDE_CONFIG_DIR", l.account.config_dir.as_os_str()),
+        ("CLAUDE_FAILOVER_SESSION", OsStr::new(l.session)),
+        ("CLAUDE_FAILOVER_EVENTS", events.as_os_str()),
+        ("DISABLE_AUTOUPDATER", OsStr::new("1")),
+    ];
+    let (conv_flag, conv_id) = match &l.conversation {
+        Conversation::New(id) => ("--session-id", id.as_str()),
+        Conversation::Resume(id) => ("--resume", id.as_str()),
+    };
+    // `env -u` removes what tmux's global environment may carry; it execs
+    // the agent directly, so the pane's process is the agent.
+    let mut argv: Vec<&OsStr> = vec![OsStr::new("env")];
+    for v in OVERRIDING_ENV {
+        argv.push(OsStr::new("-u"));
+        argv.push(OsStr::new(v));
+    }
+    argv.extend([
+        OsStr::new(cfg.agent.command.as_str()),
+        OsStr::new("--model"),
+        OsStr::new(l.model),
+        OsStr::new("--dangerously-skip-permissions"),
+        OsStr::new(conv_flag),
+        OsStr::new(conv_id),
+        OsStr::new("--settings"),
+        pinned.as_os_str(),
+    ]);
+    tmux.respawn(l.session, l.project, &env, &argv)?;
+    wait_ready(cfg, tmux, l.session)?;
+    Ok(crate::account::transcript_path(
+        &l.account.config_dir,
+        l.project,
+        conv_id,
+    ))
+}
+
+/// Polls the pane until the prompt pattern shows, the agent exits, or
+/// `prompt_timeout` passes.
+pub fn wait_ready(cfg: &Config, tmux: &Tmux, session: &str) -> Result<(), LaunchError> {
+    let deadline = Instant::now() + cfg.agent.prompt_timeout.get();
+    loop {
+        let screen = tmux.capture(session)?;
+        if cfg.agent.prompt_pattern.is_match(&screen) {
+            return Ok(());
+        }
+        let info = tmux.pane_info(session)?;
+        if info.dead {
+            return Err(LaunchError::Exited {
+                status: info.exit_status,
+                screen,
+            });
+        }
+        if Instant::now() >= deadline {
+            return Err(LaunchError::NotReady { screen });
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Pastes `text` into a ready agent and submits it with a separate Enter.
+/// The agent may exit at any moment: only `send-keys`, never `paste-buffer`.
+pub fn deliver(tmux: &Tmux, session: &str, text: &str) -> Result<(), LaunchError> {
+    tmux.paste(session, text)?;
+    // Let the terminal app finish reading the paste before the Enter.
+    std::thread::sleep(Duration::from_millis(30));
+    tmux.send_key(session, "Enter")?;
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    let probe: String = first.chars().take(24).collect();
+    let deadline = Instant::now() + TAKE_TIMEOUT;
+    let mut retried = false;
+    let started = Instant::now();
+    loop {
+        let screen = tmux.capture(session)?;
+        match input_line(&screen) {
+            None => return Ok(()),
+            Some(line) => {
+                let pending =
+                    line.contains("[Pasted text") || (!probe.is_empty() && line.contains(&probe));
+                if !pending {
+                    return Ok(());
+                }
+            }
+        }
+        if tmux.pane_info(session)?.dead {
+            return Err(LaunchError::Exited {
+                status: None,
+                screen,
+            });
+        }
+        if Instant::now() >= deadline {
+            return Err(LaunchError::NotTaken);
+        }
+        if !retried && started.elapsed() > Duration::from_secs(1) {
+            // The Enter raced the paste; one more is safe, an empty input
+            // line ignores it.
+            retried = true;
+            tmux.send_key(session, "Enter")?;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The text after `❯` on the input line (the line under a rule), if the
+/// screen shows one.
+pub fn input_line(screen: &str) -> Option<&str> {
+    let mut prev_rule = false;
+    for line in screen.lines() {
+        let t = line.trim_start();
+        if prev_rule {
+            if let Some(rest) = t.strip_prefix('❯').or_else(|| t.strip_prefix('>')) {
+                return Some(rest.trim_matches(|c: char| c.is_whitespace()));
+            }
+        }
+        prev_rule = t.starts_with("────");
+    }
+    None
+}
+
+/// Fills the `agent.message` template: `{task}` file name, `{body}` text,
+/// `{title}`, `{project}`.
+pub fn render_message(template: &str, task: &crate::task::Task) -> String {
+    let title = task.meta.title.clone().unwrap_or_default();
+    let project = task.project.display().to_string();
+    // One pass, so a body that contains `{task}` is not expanded again.
+    let mut out = String::with_capacity(template.len() + task.body.len());
+    let mut rest = template;
+    while let Some(i) = rest.find('{') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        let (value, len) = if after.starts_with("{task}") {
+            (Some(task.name.as_str()), 6)
+        } else if after.starts_with("{body}") {
+            (Some(task.body.as_str()), 6)
+        } else if after.starts_with("{title}") {
+            (Some(title.as_str()), 7)
+        } else if after.starts_with("{project}") {
+            (Some(project.as_str()), 9)
+        } else {
+            (None, 1)
+        };
+        out.push_str(value.unwrap_or("{"));
+        rest = &after[len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_line_found_under_rule() {
+        let rule = "─".repeat(30);
+        assert_eq!(input_line(&format!("x\n{rule}\n❯ \n{rule}\n")), Some(""));
+        assert_eq!(
+            input_line(&format!("{rule}\n❯ [Pasted text #1 +3 lines]\n")),
+            Some("[Pasted text #1 +3 lines]")
+        );
+        assert_eq!(input_line("❯ 1. No, exit\n"), None);
+    }
+
+    #[test]
+    fn template_expands_once() {
+        let task = crate::task::Task {
+            project: "/p".into(),
+            name: "t.md".into(),
+            meta: Default::default(),
+            body: "use {task} literally".into(),
+            mtime: std::time::SystemTime::UNIX_EPOCH,
+        };
+        assert_eq!(
+            render_message("[{task}] {body} {x}", &task),
+            "[t.md] use {task} literally {x}"
+        );
+    }
+}

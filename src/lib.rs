@@ -1,0 +1,31 @@
+//! claude-failover keeps a pool of Claude Code agents in tmux sessions
+//! working: it dispatches queued tasks, guards every launch with a hook,
+//! watches sessions, and moves conversations to another account when one
+//! runs out.
+//!
+//! The daemon is synchronous: one OS thread per component, crossbeam
+//! channels between them, one `Mutex<State>` (see `daemon::Ctx`).
+
+pub mod account;
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod dispatcher;
+pub mod events;
+pub mod failover;
+pub mod fsutil;
+pub mod fswatch;
+pub mod guard;
+pub mod janitor;
+pub mod launch;
+pub mod notice;
+pub mod notify;
+pub mod quota;
+pub mod state;
+pub mod systemd;
+pub mod task;
+pub mod timefmt;
+pub mod tmux;
+pub mod watcher;

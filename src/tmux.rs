@@ -1,0 +1,313 @@
+//! tmux, driven through `std::process::Command` and nothing else: no shell
+//! ever sees a session name, path or message. Everything a launch needs is
+//! here: sessions, respawning a pane with an argv, reading the screen,
+//! typing into it.
+//!
+//! Never `paste-buffer`: tmux 3.3a crashes its whole server (every session in
+//! the pool) when it targets a dead pane, and an agent can exit between any
+//! check and the paste. Text goes in with `send-keys -l`, wrapped in the
+//! bracketed-paste markers, which is harmless on a dead pane.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// tmux limits the size of one command message; stay well under it.
+const SEND_CHUNK: usize = 4000;
+
+#[derive(Debug)]
+pub enum TmuxError {
+    /// No such session, or no server at all.
+    Gone(String),
+    /// tmux could not be run or failed otherwise.
+    Failed(String),
+}
+
+impl fmt::Display for TmuxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TmuxError::Gone(m) => write!(f, "tmux session gone: {m}"),
+            TmuxError::Failed(m) => write!(f, "tmux failed: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for TmuxError {}
+
+pub type Result<T> = std::result::Result<T, TmuxError>;
+
+/// What the daemon needs to know about a session's (single) pane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaneInfo {
+    /// The process in the pane has exited (`remain-on-exit` keeps the pane).
+    pub dead: bool,
+    pub pid: Option<u32>,
+    pub exit_status: Option<i32>,
+    pub current_command: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tmux {
+    socket: Option<PathBuf>,
+}
+
+impl Tmux {
+    pub fn new(socket: Option<PathBuf>) -> Tmux {
+        Tmux { socket }
+    }
+
+    pub fn socket(&self) -> Option<&Path> {
+        self.socket.as_deref()
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        if let Some(s) = &self.socket {
+            c.arg("-S").arg(s);
+        }
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs tmux with `args`, returning stdout.
+    fn run<I, S>(&self, args: I) -> Result<String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let out = self
+            .cmd()
+            .args(args)
+            .output()
+            .map_err(|e| TmuxError::Failed(format!("cannot run tmux: {e}")))?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if err.contains("can't find")
+            || err.contains("no server running")
+            || err.contains("error connecting")
+            || err.contains("no current")
+            || err.contains("session not found")
+        {
+            Err(TmuxError::Gone(err))
+        } else {
+            Err(TmuxError::Failed(err))
+        }
+    }
+
+    /// `=NAME` matches the session name exactly (no prefix matching).
+    fn target(name: &str) -> String {
+        format!("={name}")
+    }
+
+    /// The pane of a session: `=NAME:` is its current window's active pane.
+    fn pane(name: &str) -> String {
+        format!("={name}:")
+    }
+
+    pub fn has_session(&self, name: &str) -> bool {
+        self.run(["has-session", "-t", &Self::target(name)]).is_ok()
+    }
+
+    /// Names of all sessions on the server; empty when no server runs.
+    pub fn list_sessions(&self) -> Result<Vec<String>> {
+        match self.run(["list-sessions", "-F", "#{session_name}"]) {
+            Ok(out) => Ok(out.lines().map(str::to_string).collect()),
+            Err(TmuxError::Gone(_)) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a detached session in `cwd` running the default shell, with
+    /// `remain-on-exit` so the daemon sees an agent end instead of losing
+    /// the pane.
+    pub fn new_session(&self, name: &str, cwd: &Path) -> Result<()> {
+        let cwd_arg = cwd.as_os_str();
+        let mut c = self.cmd();
+        c.args([
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-x",
+            "200",
+            "-y",
+            "50",
+            "-c",
+        ])
+        .arg(cwd_arg);
+        run_cmd(c)?;
+        self.run([
+            "set-option",
+            "-w",
+            "-t",
+            &Self::target(name),
+            "remain-on-exit",
+            "on",
+        ])?;
+        Ok(())
+    }
+
+    /// Replaces whatever runs in the session's pane with `argv`, executed
+    /// directly (tmux execs a multi-word command without a shell).
+    pub fn respawn(
+        &self,
+        name: &str,
+        cwd: &Path,
+        env: &[(&str, &OsStr)],
+        argv: &[&OsStr],
+    ) -> Result<()> {
+        if argv.len() < 2 {
+            // A single word would be handed to `sh -c`.
+            return Err(TmuxError::Failed(
+                "respawn needs at least two argv words".into(),
+            ));
+        }
+        let mut c = self.cmd();
+        c.args(["respawn-pane", "-k", "-t", &Self::pane(name), "-c"])
+            .arg(cwd);
+        for (k, v) in env {
+            let mut kv = std::ffi::OsString::from(k);
+            kv.push("=");
+            kv.push(v);
+            c.arg("-e").arg(kv);
+        }
+        c.arg("--").args(argv);
+        run_cmd(c)?;
+        // Keep the pane after the agent exits, also on sessions created by hand.
+        let _ = self.run([
+            "set-option",
+            "-w",
+            "-t",
+            &Self::target(name),
+            "remain-on-exit",
+            "on",
+        ]);
+        Ok(())
+    }
+
+    /// The visible screen of the session's pane, as text.
+    pub fn capture(&self, name: &str) -> Result<String> {
+        self.run(["capture-pane", "-p", "-t", &Self::pane(name)])
+    }
+
+    pub fn pane_info(&self, name: &str) -> Result<PaneInfo> {
+        let out = self.run([
+            "display-message",
+            "-p",
+            "-t",
+            &Self::pane(name),
+            "#{pane_dead}\t#{pane_pid}\t#{pane_dead_status}\t#{pane_current_command}",
+        ])?;
+        let mut f = out.trim_end_matches('\n').split('\t');
+        let dead = f.next() == Some("1");
+        let pid = f.next().and_then(|p| p.parse().ok()).filter(|&p| p > 0);
+        let exit_status = f.next().and_then(|p| p.parse().ok());
+        let current_command = f.next().unwrap_or("").to_string();
+        Ok(PaneInfo {
+            dead,
+            pid,
+            exit_status,
+            current_command,
+        })
+    }
+
+    /// Types `text` literally. Harmless on a dead pane.
+    pub fn send_literal(&self, name: &str, text: &str) -> Result<()> {
+        for chunk in chunks(text, SEND_CHUNK) {
+            self.run(["send-keys", "-l", "-t", &Self::pane(name), "--", chunk])?;
+        }
+        Ok(())
+    }
+
+    /// Sends one named key (`Enter`, `Escape`, `C-c`).
+    pub fn send_key(&self, name: &str, key: &str) -> Result<()> {
+        self.run(["send-keys", "-t", &Self::pane(name), key])
+            .map(|_| ())
+    }
+
+    /// Delivers `text` as one bracketed paste (the agent sees a single paste,
+    /// newlines included, and does not submit it). Escape characters in the
+    /// text are dropped so it cannot end the paste early.
+    pub fn paste(&self, name: &str, text: &str) -> Result<()> {
+        let clean: String = text
+            .chars()
+            .filter(|&c| c == '\n' || c == '\t' || !c.is_control())
+            .collect();
+        let mut s = String::with_capacity(clean.len() + 12);
+        s.push_str("\x1b[200~");
+        s.push_str(&clean);
+        s.push_str("\x1b[201~");
+        self.send_literal(name, &s)
+    }
+
+    pub fn kill_session(&self, name: &str) -> Result<()> {
+        self.run(["kill-session", "-t", &Self::target(name)])
+            .map(|_| ())
+    }
+
+    pub fn kill_server(&self) -> Result<()> {
+        self.run(["kill-server"]).map(|_| ())
+    }
+
+    /// The process running in the pane of a session when it has an agent.
+    pub fn agent_pid(&self, name: &str) -> Option<u32> {
+        self.pane_info(name)
+            .ok()
+            .filter(|p| !p.dead)
+            .and_then(|p| p.pid)
+    }
+}
+
+fn run_cmd(mut c: Command) -> Result<()> {
+    let out = c
+        .output()
+        .map_err(|e| TmuxError::Failed(format!("cannot run tmux: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if err.contains("duplicate session") {
+            // Someone (an earlier run, the operator) created it: that is fine.
+            return Ok(());
+        }
+        if err.contains("can't find") || err.contains("no server running") {
+            return Err(TmuxError::Gone(err));
+        }
+        Err(TmuxError::Failed(err))
+    }
+}
+
+/// Splits at char boundaries into pieces of at most `max` bytes.
+fn chunks(s: &str, max: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while rest.len() > max {
+        let mut cut = max;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    if !rest.is_empty() {
+        out.push(rest);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_respect_char_boundaries() {
+        let s = "é".repeat(5000);
+        let parts = chunks(&s, 4000);
+        assert!(parts.iter().all(|p| p.len() <= 4000));
+        assert_eq!(parts.concat(), s);
+        assert!(chunks("", 10).is_empty());
+    }
+}
