@@ -463,7 +463,7 @@ pub fn finish_launch(ctx: &Ctx, o: LaunchOutcome) {
         Err(e) => {
             log::warn!("launch of {} in {session} failed: {e}", task.name);
             if matches!(e, LaunchError::NotReady { .. } | LaunchError::NotTaken) {
-                crate::watcher::terminate_agent(&ctx.tmux, &session);
+                launch::terminate(&ctx.tmux, &session);
             }
             let now = now_secs();
             let attempts = ctx.update(|st| {

@@ -314,3 +314,59 @@ mod tests {
         );
     }
 }
+
+/// Stops the agent in a session the gentle way: Esc (closes the limit menu,
+/// which would otherwise take the keys), `/exit` + Enter, then SIGTERM if it
+/// has not left within half of `timeout`. Never SIGKILL: a kill during a
+/// token refresh can log the whole account out. Ok when no agent runs.
+pub fn stop_agent(tmux: &Tmux, session: &str, timeout: Duration) -> Result<(), String> {
+    let gone = |tmux: &Tmux| match tmux.pane_info(session) {
+        Ok(info) => info.dead,
+        Err(TmuxError::Gone(_)) => true,
+        Err(_) => false,
+    };
+    let wait_gone = |tmux: &Tmux, d: Duration| {
+        let deadline = Instant::now() + d;
+        while Instant::now() < deadline {
+            if gone(tmux) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        gone(tmux)
+    };
+    if gone(tmux) {
+        return Ok(());
+    }
+    let _ = tmux.send_key(session, "Escape");
+    std::thread::sleep(Duration::from_millis(100));
+    let _ = tmux.send_literal(session, "/exit");
+    std::thread::sleep(Duration::from_millis(30));
+    let _ = tmux.send_key(session, "Enter");
+    if wait_gone(tmux, timeout / 2) {
+        return Ok(());
+    }
+    log::info!("agent in {session} did not leave on /exit; sending SIGTERM");
+    terminate(tmux, session);
+    if wait_gone(tmux, timeout / 2) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the agent in {session} is still running after /exit and SIGTERM"
+        ))
+    }
+}
+
+/// Sends SIGTERM to the agent in a session's pane (never SIGKILL).
+pub fn terminate(tmux: &Tmux, session: &str) {
+    if let Some(pid) = tmux.agent_pid(session) {
+        // SAFETY: kill(2) with a pid from tmux and a plain signal number.
+        let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        if rc != 0 {
+            log::warn!(
+                "cannot SIGTERM agent {pid} in {session}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}

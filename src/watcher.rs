@@ -14,18 +14,3 @@ pub fn run(ctx: Arc<Ctx>, rx: Receiver<WatchMsg>) {
         }
     }
 }
-
-/// Sends SIGTERM to the agent in a session's pane (never SIGKILL: a kill
-/// mid token-refresh can log the whole account out).
-pub fn terminate_agent(tmux: &crate::tmux::Tmux, session: &str) {
-    if let Some(pid) = tmux.agent_pid(session) {
-        // SAFETY: kill(2) with a pid from tmux and a plain signal number.
-        let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-        if rc != 0 {
-            log::warn!(
-                "cannot SIGTERM agent {pid} in {session}: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-}
