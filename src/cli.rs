@@ -257,6 +257,7 @@ fn scan(cfg: Config, dry_run: bool) -> Result<ExitCode, String> {
     }
     std::fs::create_dir_all(ctx.config().events_dir()).map_err(|e| e.to_string())?;
     crate::dispatcher::ensure_sessions(&ctx);
+    crate::dispatcher::requeue_orphans(&ctx);
     let started = crate::dispatcher::scan_once(&ctx);
     let mut failed = false;
     for (session, task, result) in &started {

@@ -207,6 +207,7 @@ impl Daemon {
         let (ctx, inboxes, stop) = Ctx::new(config, state);
         ctx.update(|_| ());
         crate::dispatcher::ensure_sessions(&ctx);
+        crate::dispatcher::requeue_orphans(&ctx);
 
         let mut threads = Vec::new();
         let spawn = |name: &'static str,

@@ -450,15 +450,18 @@ pub fn finish_launch(ctx: &Ctx, o: LaunchOutcome) {
     match result {
         Ok(()) => {
             log::info!("{session} took {}", task.name);
-            ctx.update(|st| {
+            let early = ctx.update(|st| {
                 st.metrics.tasks_dispatched += 1;
-                if let Some(s) = st.sessions.get_mut(&session) {
-                    if s.state == SessionState::Starting {
-                        s.set_state(SessionState::Working);
-                    }
-                    s.last_activity = now_secs();
+                let s = st.sessions.get_mut(&session)?;
+                if s.state == SessionState::Starting {
+                    s.set_state(SessionState::Working);
                 }
+                s.last_activity = now_secs();
+                Some(std::mem::take(&mut s.early_stop))
             });
+            if early == Some(true) {
+                crate::watcher::signal(ctx, &session, crate::watcher::Signal::TurnDone);
+            }
         }
         Err(e) => {
             log::warn!("launch of {} in {session} failed: {e}", task.name);
@@ -471,6 +474,7 @@ pub fn finish_launch(ctx: &Ctx, o: LaunchOutcome) {
                 if let Some(s) = st.sessions.get_mut(&session) {
                     s.task = None;
                     s.claude_session_id = None;
+                    s.early_stop = false;
                     s.set_state(SessionState::Idle);
                     if e.session_fault() {
                         s.cooldown_until = Some(now + cfg.dispatcher.cooldown.get().as_secs());
@@ -547,4 +551,25 @@ pub fn is_inbox(p: &Path) -> bool {
 /// `scan --dry-run`: the plan without moving or starting anything.
 pub fn dry_plan(ctx: &Ctx) -> Vec<(String, Task)> {
     plan(ctx, true)
+}
+
+/// At start-up only (no launch can be in flight): claims that no session
+/// owns go back to the inbox. A crash between the claim and the state write
+/// leaves such a claim.
+pub fn requeue_orphans(ctx: &Ctx) {
+    let cfg = ctx.config();
+    for project in project_list(&cfg) {
+        let q = Queue::new(&project);
+        for name in q.dispatched_names().unwrap_or_default() {
+            if ctx.state().owner_of(&project, &name).is_none() {
+                log::info!(
+                    "{name} in {} was claimed by no session; back to the inbox",
+                    project.display()
+                );
+                if let Err(e) = q.unclaim(&name) {
+                    log::error!("cannot put {name} back in the inbox: {e}");
+                }
+            }
+        }
+    }
 }

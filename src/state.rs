@@ -119,6 +119,9 @@ pub struct Session {
     /// Whether a stuck/waiting report was already raised for this state.
     #[serde(skip)]
     pub reported: bool,
+    /// The turn ended while the launch was still being confirmed.
+    #[serde(skip)]
+    pub early_stop: bool,
 }
 
 impl Session {
@@ -139,6 +142,7 @@ impl Session {
             hooks_confirmed: false,
             recent_blocks: VecDeque::new(),
             reported: false,
+            early_stop: false,
         }
     }
 

@@ -214,6 +214,46 @@ impl Tmux {
         })
     }
 
+    /// The active pane of every session, in one call: what the watcher
+    /// needs each tick without one process per session.
+    pub fn panes(&self) -> Result<std::collections::HashMap<String, PaneInfo>> {
+        let out = match self.run([
+            "list-panes",
+            "-a",
+            "-F",
+            "#{window_active}#{pane_active}\t#{session_name}\t#{pane_dead}\t#{pane_pid}\t#{pane_dead_status}\t#{pane_current_command}",
+        ]) {
+            Ok(out) => out,
+            Err(TmuxError::Gone(_)) => return Ok(Default::default()),
+            Err(e) => return Err(e),
+        };
+        let mut map = std::collections::HashMap::new();
+        for line in out.lines() {
+            let f: Vec<&str> = line.split('\t').collect();
+            if f.len() < 6 || f[0] != "11" {
+                continue;
+            }
+            map.insert(
+                f[1].to_string(),
+                PaneInfo {
+                    dead: f[2] == "1",
+                    pid: f[3].parse().ok().filter(|&p| p > 0),
+                    exit_status: f[4].parse().ok(),
+                    current_command: f[5].to_string(),
+                },
+            );
+        }
+        Ok(map)
+    }
+
+    /// The session a pane (`%3`) belongs to.
+    pub fn session_of_pane(&self, pane: &str) -> Option<String> {
+        self.run(["display-message", "-p", "-t", pane, "#{session_name}"])
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+
     /// Types `text` literally. Harmless on a dead pane.
     pub fn send_literal(&self, name: &str, text: &str) -> Result<()> {
         for chunk in chunks(text, SEND_CHUNK) {

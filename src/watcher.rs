@@ -1,16 +1,791 @@
-//! Watcher thread. (stub)
+//! Watcher thread: keeps each pool session's state true. It applies the
+//! hook events as they land (inotify on the events folder, and those queued
+//! while the daemon was down) and checks tmux every `watcher.interval` as the
+//! fallback. All state transitions are in `transition`; their side effects
+//! (task to `done/`, recycle, requeue, failover, reports) in `act`.
 
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{select, Receiver};
 
-use crate::daemon::{Ctx, WatchMsg};
+use crate::daemon::{Ctx, DispatchMsg, FailoverMsg, WatchMsg};
+use crate::events::{self, GuardRecord, HookEvent, Kind};
+use crate::fswatch::{FsEvent, FsWatch};
+use crate::launch;
+use crate::notice::Notice;
+use crate::state::{Session, SessionKind, SessionState, TaskRef};
+use crate::timefmt::{now_secs, rfc3339};
+use crate::tmux::PaneInfo;
+
+/// Something observed about a session, from an event or from tmux.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Signal {
+    /// The agent started (or `/clear`ed): its conversation id.
+    Started {
+        claude_session_id: String,
+        transcript: Option<std::path::PathBuf>,
+    },
+    /// The agent ended its turn with nothing left in the background.
+    TurnDone,
+    /// The agent asked for input mid-task.
+    WaitingInput(String),
+    /// A sign of life (tool call, pane change): not waiting any more.
+    Active,
+    /// The pane shows a usage-limit line.
+    LimitShown,
+    /// StopFailure: `rate_limit` without a limit line, or another API error.
+    ApiError(String),
+    /// The agent process is gone (pane dead, SessionEnd).
+    AgentGone(String),
+    /// The tmux session is gone.
+    SessionGone,
+    /// The tmux session exists (again).
+    SessionPresent,
+}
+
+/// What a transition asks to be done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    None,
+    /// Task done: to `done/`, stop the agent, free the session.
+    Finish,
+    /// The agent died mid-task: task back to the inbox (an attempt).
+    Requeue(String),
+    /// A recycle finished: tell the dispatcher.
+    Freed,
+    Failover,
+    Throttled,
+    /// The turn ended before the launch thread reported: finish after it.
+    EarlyStop,
+    Report(&'static str, String),
+    Recreate,
+}
+
+/// The one place where session states change in response to signals.
+pub fn transition(s: &Session, sig: &Signal) -> (Option<SessionState>, Action) {
+    use SessionState::*;
+    let has_task = s.task.is_some();
+    match (s.state, sig) {
+        (_, Signal::Started { .. }) => (None, Action::None),
+        (Working | WaitingInput, Signal::TurnDone) if has_task => (Some(Stopping), Action::Finish),
+        (Starting, Signal::TurnDone) if has_task => (None, Action::EarlyStop),
+        (Working, Signal::WaitingInput(m)) => (
+            Some(WaitingInput),
+            Action::Report("session_waiting", m.clone()),
+        ),
+        (WaitingInput, Signal::Active) => (Some(Working), Action::None),
+        (Limited, _) if matches!(sig, Signal::LimitShown) => (None, Action::None),
+        (Starting | Working | WaitingInput | Idle, Signal::LimitShown)
+            if has_task || s.kind == SessionKind::Dedicated =>
+        {
+            (Some(Limited), Action::Failover)
+        }
+        (Working | WaitingInput | Limited, Signal::ApiError(e)) if e == "rate_limit" => {
+            (None, Action::Throttled)
+        }
+        (Stopping, Signal::AgentGone(_)) => (Some(Idle), Action::Freed),
+        (Working | WaitingInput | Limited, Signal::AgentGone(why))
+            if has_task && s.kind == SessionKind::Autonomous =>
+        {
+            (Some(Idle), Action::Requeue(why.clone()))
+        }
+        (_, Signal::AgentGone(_)) if s.kind == SessionKind::Dedicated => (Some(Idle), Action::None),
+        (Dead, Signal::SessionPresent) => (Some(Idle), Action::Freed),
+        (Dead, Signal::SessionGone) => (None, Action::None),
+        (_, Signal::SessionGone) if s.kind == SessionKind::Autonomous => {
+            (Some(Dead), Action::Recreate)
+        }
+        (_, Signal::SessionGone) => (
+            Some(Dead),
+            Action::Report("session_dead", format!("tmux session {} is gone", s.name)),
+        ),
+        _ => (None, Action::None),
+    }
+}
 
 pub fn run(ctx: Arc<Ctx>, rx: Receiver<WatchMsg>) {
-    loop {
-        crossbeam_channel::select! {
-            recv(ctx.stop) -> _ => return,
-            recv(rx) -> m => if m.is_err() { return },
+    let events_dir = ctx.config().events_dir();
+    let (watch, fs_rx) = match FsWatch::new() {
+        Ok((mut w, rx)) => match w.watch(&events_dir) {
+            Ok(()) => (Some(w), rx),
+            Err(e) => {
+                log::error!(
+                    "cannot watch {}: {e}; reading events every {}",
+                    events_dir.display(),
+                    ctx.config().watcher.interval
+                );
+                (None, crossbeam_channel::never())
+            }
+        },
+        Err(e) => {
+            log::error!("inotify unavailable ({e}); reading events every tick");
+            (None, crossbeam_channel::never())
         }
+    };
+    let mut w = Watcher::default();
+    w.apply_events(&ctx);
+    w.check(&ctx);
+    let mut next = Instant::now() + ctx.config().watcher.interval.get();
+    loop {
+        let timeout = next.saturating_duration_since(Instant::now());
+        select! {
+            recv(ctx.stop) -> _ => break,
+            recv(fs_rx) -> ev => match ev {
+                Ok(FsEvent::Changed { .. }) | Ok(FsEvent::Overflow) => w.apply_events(&ctx),
+                Ok(FsEvent::DirGone(_)) => log::error!("the events folder {} went away", events_dir.display()),
+                Err(_) => break,
+            },
+            recv(rx) -> m => match m {
+                Ok(WatchMsg::Check) => {
+                    w.apply_events(&ctx);
+                    w.check(&ctx);
+                }
+                Ok(WatchMsg::Recycle(name)) => recycle(&ctx, &name, "operator request"),
+                Err(_) => break,
+            },
+            default(timeout) => {
+                w.apply_events(&ctx);
+                w.check(&ctx);
+                next = Instant::now() + ctx.config().watcher.interval.get();
+            }
+        }
+    }
+    drop(watch);
+}
+
+/// What the watcher remembers between ticks (not persisted).
+#[derive(Default)]
+struct Watcher {
+    /// Last screen per session, to tell a busy agent from one at rest.
+    screens: HashMap<String, (u64, Instant)>,
+}
+
+impl Watcher {
+    /// Applies every queued event file, oldest first, and removes it.
+    fn apply_events(&mut self, ctx: &Ctx) {
+        let dir = ctx.config().events_dir();
+        let files = match events::pending(&dir) {
+            Ok(f) => f,
+            Err(e) => {
+                log::error!("cannot read {}: {e}", dir.display());
+                return;
+            }
+        };
+        for path in files {
+            match events::read(&path) {
+                Ok(rec) => {
+                    apply_record(ctx, rec);
+                    ctx.state().metrics.events_applied += 1;
+                    if let Err(e) = std::fs::remove_file(&path) {
+                        log::warn!("cannot remove applied event {}: {e}", path.display());
+                    }
+                }
+                Err(e) if path.exists() => {
+                    log::warn!("rejecting event file {}: {e}", path.display());
+                    ctx.state().metrics.events_dropped += 1;
+                    events::reject(&path);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// The tmux fallback: session gone, pane dead, limit line, unguarded
+    /// launches, stuck sessions, and `.agent-queue/status.json`.
+    fn check(&mut self, ctx: &Ctx) {
+        let cfg = ctx.config();
+        let panes = match ctx.tmux.panes() {
+            Ok(p) => p,
+            Err(e) => {
+                log::error!("cannot list tmux panes: {e}");
+                return;
+            }
+        };
+        let sessions: Vec<Session> = ctx.state().sessions.values().cloned().collect();
+        let now = now_secs();
+        for s in sessions {
+            let Some(pane) = panes.get(&s.name) else {
+                signal(ctx, &s.name, Signal::SessionGone);
+                continue;
+            };
+            if s.state == SessionState::Dead {
+                signal(ctx, &s.name, Signal::SessionPresent);
+            }
+            self.check_pane(ctx, &s, pane, now);
+            if s.state == SessionState::Working && !s.reported {
+                let stuck = cfg.watcher.stuck_after.get().as_secs();
+                if now.saturating_sub(s.since) >= stuck {
+                    report(
+                        ctx,
+                        &s.name,
+                        "session_stuck",
+                        format!(
+                            "working on the same task for more than {}",
+                            cfg.watcher.stuck_after
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn check_pane(&mut self, ctx: &Ctx, s: &Session, pane: &PaneInfo, now: u64) {
+        use SessionState::*;
+        let cfg = ctx.config();
+        if pane.dead {
+            self.screens.remove(&s.name);
+            if matches!(s.state, Working | WaitingInput | Limited | Stopping) {
+                let why = format!(
+                    "the agent exited (status {})",
+                    pane.exit_status.map_or("unknown".into(), |c| c.to_string())
+                );
+                signal(ctx, &s.name, Signal::AgentGone(why));
+            }
+            return;
+        }
+        let watched =
+            matches!(s.state, Working | WaitingInput | Limited) || s.kind == SessionKind::Dedicated;
+        if !watched {
+            return;
+        }
+        let Ok(screen) = ctx.tmux.capture(&s.name) else {
+            return;
+        };
+        if cfg.agent.limit_pattern.is_match(&screen) {
+            signal(ctx, &s.name, Signal::LimitShown);
+            return;
+        }
+        let hash = fnv(&screen);
+        let changed = self.screens.get(&s.name).is_none_or(|(h, _)| *h != hash);
+        if changed {
+            self.screens.insert(s.name.clone(), (hash, Instant::now()));
+            if s.state == WaitingInput {
+                signal(ctx, &s.name, Signal::Active);
+            }
+        }
+        let Some(task) = &s.task else { return };
+        if s.kind != SessionKind::Autonomous {
+            return;
+        }
+        // A launch whose SessionStart never came: the hooks (the guard) do
+        // not fire in this agent. Stop it rather than run unguarded.
+        if !s.hooks_confirmed
+            && now.saturating_sub(task.started) > cfg.agent.prompt_timeout.get().as_secs() + 1
+        {
+            unguarded(ctx, s, task);
+            return;
+        }
+        if status_says_idle(&task.project, task.started) {
+            log::info!(
+                "{}: {} says idle",
+                s.name,
+                task.project.join(".agent-queue/status.json").display()
+            );
+            signal(ctx, &s.name, Signal::TurnDone);
+        }
+    }
+}
+
+/// A cheap hash of a screen, to notice change without keeping the text.
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// `.agent-queue/status.json` written after the launch says `idle`.
+fn status_says_idle(project: &Path, since: u64) -> bool {
+    let p = project.join(".agent-queue/status.json");
+    let Ok(md) = std::fs::metadata(&p) else {
+        return false;
+    };
+    let fresh = md.modified().map(crate::timefmt::secs_of).unwrap_or(0) > since;
+    fresh
+        && std::fs::read(&p)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|v| v["state"] == "idle")
+}
+
+/// Finds the pool session an event is about: by name, or by tmux pane for
+/// sessions the operator started by hand.
+fn resolve_session(ctx: &Ctx, rec: &events::Record) -> Option<String> {
+    if !rec.session.is_empty() {
+        return ctx
+            .state()
+            .sessions
+            .contains_key(&rec.session)
+            .then(|| rec.session.clone());
+    }
+    if rec.pane.is_empty() {
+        return None;
+    }
+    let name = ctx.tmux.session_of_pane(&rec.pane)?;
+    ctx.state().sessions.contains_key(&name).then_some(name)
+}
+
+/// Applies one event record.
+fn apply_record(ctx: &Ctx, rec: events::Record) {
+    let Some(name) = resolve_session(ctx, &rec) else {
+        log::debug!(
+            "event for unknown session {:?}/{:?} ignored",
+            rec.session,
+            rec.pane
+        );
+        return;
+    };
+    match rec.kind {
+        Kind::Guard(g) => guard_record(ctx, &name, g),
+        Kind::Hook(ev) => {
+            let current = ctx
+                .state()
+                .sessions
+                .get(&name)
+                .and_then(|s| s.claude_session_id.clone());
+            // Events from an earlier agent in this session (a SessionEnd
+            // after its /exit) must not touch the next task.
+            let stale = match (&ev, ev.session_id(), &current) {
+                (HookEvent::SessionStart { .. }, _, _) => false,
+                (_, Some(id), Some(cur)) => !id.is_empty() && id != cur,
+                _ => false,
+            };
+            if stale {
+                log::debug!("{name}: ignoring {ev:?} from an earlier conversation");
+                return;
+            }
+            ctx.update(|st| {
+                if let Some(s) = st.sessions.get_mut(&name) {
+                    s.last_activity = rec.at / 1000;
+                }
+            });
+            let sig = match ev {
+                HookEvent::SessionStart {
+                    session_id,
+                    transcript_path,
+                    source,
+                } => {
+                    log::info!("{name}: SessionStart ({source}) {session_id}");
+                    Signal::Started {
+                        claude_session_id: session_id,
+                        transcript: transcript_path,
+                    }
+                }
+                HookEvent::Stop {
+                    background: false, ..
+                } => Signal::TurnDone,
+                HookEvent::Stop {
+                    background: true, ..
+                } => Signal::Active,
+                HookEvent::StopFailure { error, message, .. } => {
+                    log::warn!("{name}: StopFailure {error}: {message}");
+                    if is_limit_error(&error) && pane_shows_limit(ctx, &name) {
+                        Signal::LimitShown
+                    } else if matches!(error.as_str(), "authentication_failed" | "billing_error") {
+                        Signal::LimitShown
+                    } else {
+                        Signal::ApiError(error)
+                    }
+                }
+                HookEvent::Notification { kind, message, .. }
+                    if kind == "permission_prompt" || kind == "idle_prompt" =>
+                {
+                    Signal::WaitingInput(format!("{kind}: {message}"))
+                }
+                HookEvent::Notification { .. } => Signal::Active,
+                HookEvent::SessionEnd { reason, .. } => {
+                    Signal::AgentGone(format!("SessionEnd ({reason})"))
+                }
+                HookEvent::Other { .. } => return,
+            };
+            signal(ctx, &name, sig);
+        }
+    }
+}
+
+fn is_limit_error(e: &str) -> bool {
+    e == "rate_limit"
+}
+
+fn pane_shows_limit(ctx: &Ctx, name: &str) -> bool {
+    ctx.tmux
+        .capture(name)
+        .is_ok_and(|screen| ctx.config().agent.limit_pattern.is_match(&screen))
+}
+
+/// Applies a signal: transition, then its action.
+pub fn signal(ctx: &Ctx, name: &str, sig: Signal) {
+    let (action, session) = ctx
+        .update(|st| {
+            let s = st.sessions.get_mut(name)?;
+            if let Signal::Started {
+                claude_session_id,
+                transcript,
+            } = &sig
+            {
+                s.claude_session_id = Some(claude_session_id.clone());
+                if transcript.is_some() {
+                    s.transcript_path = transcript.clone();
+                }
+                s.hooks_confirmed = true;
+            }
+            let (next, action) = transition(s, &sig);
+            if let Some(n) = next {
+                s.set_state(n);
+            }
+            Some((action, s.clone()))
+        })
+        .unzip();
+    if let (Some(action), Some(session)) = (action, session) {
+        act(ctx, &session, action);
+    }
+}
+
+fn act(ctx: &Ctx, s: &Session, action: Action) {
+    match action {
+        Action::None => {}
+        Action::Finish => finish(ctx, s),
+        Action::EarlyStop => ctx.update(|st| {
+            if let Some(x) = st.sessions.get_mut(&s.name) {
+                x.early_stop = true;
+            }
+        }),
+        Action::Requeue(why) => {
+            if let Some(t) = &s.task {
+                log::warn!("{}: {why}; {} goes back to the inbox", s.name, t.name);
+                let attempts = ctx.update(|st| {
+                    if let Some(x) = st.sessions.get_mut(&s.name) {
+                        x.task = None;
+                        x.claude_session_id = None;
+                    }
+                    let n = st.attempts.entry(t.key()).or_insert(0);
+                    *n += 1;
+                    *n
+                });
+                crate::dispatcher::give_back(ctx, t, attempts, &why);
+            }
+            let _ = ctx
+                .to_dispatcher
+                .send(DispatchMsg::SessionFree(s.name.clone()));
+        }
+        Action::Freed => {
+            let _ = ctx
+                .to_dispatcher
+                .send(DispatchMsg::SessionFree(s.name.clone()));
+        }
+        Action::Failover => {
+            log::warn!("{}: usage limit reached", s.name);
+            let _ = ctx.to_failover.send(FailoverMsg::Limit {
+                session: s.name.clone(),
+            });
+        }
+        Action::Throttled => {
+            let _ = ctx.to_failover.send(FailoverMsg::RateLimited {
+                session: s.name.clone(),
+            });
+        }
+        Action::Report(event, msg) => report(ctx, &s.name, event, msg),
+        Action::Recreate => {
+            let home = std::env::var_os("HOME")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| "/".into());
+            if s.task.is_some() {
+                act(
+                    ctx,
+                    s,
+                    Action::Requeue(format!("tmux session {} disappeared", s.name)),
+                );
+            }
+            match ctx.tmux.new_session(&s.name, &home) {
+                Ok(()) => {
+                    log::info!("recreated tmux session {}", s.name);
+                    ctx.update(|st| {
+                        if let Some(x) = st.sessions.get_mut(&s.name) {
+                            x.task = None;
+                            x.set_state(SessionState::Idle);
+                        }
+                    });
+                    let _ = ctx
+                        .to_dispatcher
+                        .send(DispatchMsg::SessionFree(s.name.clone()));
+                }
+                Err(e) => {
+                    let already = ctx
+                        .state()
+                        .sessions
+                        .get(&s.name)
+                        .is_some_and(|x| x.reported);
+                    if !already {
+                        report(
+                            ctx,
+                            &s.name,
+                            "session_dead",
+                            format!("cannot recreate tmux session {}: {e}", s.name),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Raises a notice about a session once per state.
+fn report(ctx: &Ctx, name: &str, event: &'static str, msg: String) {
+    ctx.update(|st| {
+        if let Some(s) = st.sessions.get_mut(name) {
+            s.reported = true;
+        }
+    });
+    ctx.notify(Notice::new(event, format!("{name}: {msg}")).field("session", name));
+}
+
+/// The task is done: to `done/` with a record, then the agent is stopped
+/// and the session freed (on a short-lived thread: `/exit` takes a moment).
+pub fn finish(ctx: &Ctx, s: &Session) {
+    let Some(t) = &s.task else { return };
+    let now = now_secs();
+    let record = serde_json::json!({
+        "task": t.name,
+        "project": t.project,
+        "session": s.name,
+        "account": s.account,
+        "claude_session_id": s.claude_session_id,
+        "model": t.model,
+        "priority": t.priority.as_str(),
+        "started": rfc3339(t.started),
+        "ended": rfc3339(now),
+    });
+    match t.queue().done(&t.name, &record) {
+        Ok(p) => log::info!("{}: {} done -> {}", s.name, t.name, p.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            log::warn!("{}: {} was no longer claimed", s.name, t.name)
+        }
+        Err(e) => log::error!("{}: cannot move {} to done/: {e}", s.name, t.name),
+    }
+    ctx.update(|st| {
+        st.attempts.remove(&t.key());
+        st.metrics.tasks_done += 1;
+        if let Some(x) = st.sessions.get_mut(&s.name) {
+            x.task = None;
+        }
+    });
+    stop_in_background(ctx, &s.name);
+}
+
+/// Stops the agent in `name` and frees the session, off the caller's thread.
+fn stop_in_background(ctx: &Ctx, name: &str) {
+    let tmux = ctx.tmux.clone();
+    let timeout = ctx.config().failover.stop_timeout.get();
+    let to_watcher = ctx.to_watcher.clone();
+    let n = name.to_string();
+    let spawned = std::thread::Builder::new()
+        .name(format!("stop-{name}"))
+        .spawn(move || {
+            if let Err(e) = launch::stop_agent(&tmux, &n, timeout) {
+                log::error!("{e}");
+            }
+            // The watcher sees the dead pane and frees the session; ask now
+            // rather than at the next tick.
+            let _ = to_watcher.send(WatchMsg::Check);
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start a thread to stop {name}: {e}");
+    }
+}
+
+/// `POST /sessions/NAME/recycle`: stop the agent; its task goes back.
+pub fn recycle(ctx: &Ctx, name: &str, why: &str) {
+    let Some(s) = ctx.state().sessions.get(name).cloned() else {
+        return;
+    };
+    log::info!("recycling {name} ({why})");
+    if let Some(t) = &s.task {
+        let _ = t.queue().unclaim(&t.name);
+    }
+    ctx.update(|st| {
+        if let Some(x) = st.sessions.get_mut(name) {
+            x.task = None;
+            x.set_state(SessionState::Stopping);
+        }
+    });
+    stop_in_background(ctx, name);
+}
+
+/// No SessionStart within the prompt timeout: the agent runs unguarded.
+fn unguarded(ctx: &Ctx, s: &Session, t: &TaskRef) {
+    let why = "no SessionStart event from the agent: its hooks (the guard) do not fire there (untrusted folder or hooks disabled)";
+    ctx.notify(
+        Notice::new(
+            "launch_unguarded",
+            format!("{}: {why}; stopping it", s.name),
+        )
+        .field("session", s.name.clone())
+        .field("task", t.name.clone()),
+    );
+    let attempts = ctx.update(|st| {
+        if let Some(x) = st.sessions.get_mut(&s.name) {
+            x.task = None;
+            x.set_state(SessionState::Stopping);
+        }
+        let n = st.attempts.entry(t.key()).or_insert(0);
+        *n += 1;
+        *n
+    });
+    crate::dispatcher::give_back(ctx, t, attempts, why);
+    stop_in_background(ctx, &s.name);
+}
+
+/// A guard decision: audit line, metrics, notice, and the circuit breaker.
+fn guard_record(ctx: &Ctx, name: &str, g: GuardRecord) {
+    let cfg = ctx.config();
+    let line = format!(
+        "{} session={} decision={} rule={} tool={} cwd={:?} detail={:?}\n",
+        rfc3339(now_secs()),
+        name,
+        g.decision,
+        g.rule,
+        g.tool,
+        g.cwd,
+        g.detail
+    );
+    let audit = cfg.state_dir.join("audit.log");
+    if let Err(e) = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&audit)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+    {
+        log::error!("cannot append to {}: {e}", audit.display());
+    }
+    if g.decision != "block" {
+        ctx.update(|st| st.metrics.guard_warns += 1);
+        return;
+    }
+    let now = now_secs();
+    let window = cfg.guard.breaker_window.get().as_secs();
+    let (count, session) = ctx
+        .update(|st| {
+            st.metrics.guard_blocks += 1;
+            let s = st.sessions.get_mut(name)?;
+            s.recent_blocks.push_back(now);
+            while s
+                .recent_blocks
+                .front()
+                .is_some_and(|&t| now.saturating_sub(t) > window)
+            {
+                s.recent_blocks.pop_front();
+            }
+            Some((s.recent_blocks.len() as u32, s.clone()))
+        })
+        .unzip();
+    ctx.notify(
+        Notice::new(
+            "guard_block",
+            format!("{name}: blocked {} ({}): {}", g.tool, g.rule, g.detail),
+        )
+        .field("session", name)
+        .field("rule", g.rule.clone()),
+    );
+    let (Some(count), Some(s)) = (count, session) else {
+        return;
+    };
+    if count < cfg.guard.breaker_blocks {
+        return;
+    }
+    let why = format!(
+        "circuit breaker: {count} guard blocks within {}; the agent may be following injected instructions",
+        cfg.guard.breaker_window
+    );
+    ctx.notify(Notice::new("circuit_breaker", format!("{name}: {why}")).field("session", name));
+    if let Some(t) = &s.task {
+        match t.queue().fail(&t.name, true, &why) {
+            Ok(_) => ctx.update(|st| {
+                st.metrics.tasks_failed += 1;
+                st.attempts.remove(&t.key());
+            }),
+            Err(e) => log::error!("cannot move {} to failed/: {e}", t.name),
+        }
+    }
+    ctx.update(|st| {
+        if let Some(x) = st.sessions.get_mut(name) {
+            x.task = None;
+            x.recent_blocks.clear();
+            x.set_state(SessionState::Stopping);
+        }
+    });
+    stop_in_background(ctx, name);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::SessionKind;
+
+    fn with_task(state: SessionState) -> Session {
+        let mut s = Session::new("s", SessionKind::Autonomous, None);
+        s.state = state;
+        s.task = Some(TaskRef {
+            project: "/p".into(),
+            name: "t.md".into(),
+            priority: Default::default(),
+            model: "sonnet".into(),
+            started: 0,
+        });
+        s
+    }
+
+    #[test]
+    fn turn_done_finishes_a_working_task() {
+        let (next, a) = transition(&with_task(SessionState::Working), &Signal::TurnDone);
+        assert_eq!((next, a), (Some(SessionState::Stopping), Action::Finish));
+        let idle = Session::new("s", SessionKind::Autonomous, None);
+        assert_eq!(transition(&idle, &Signal::TurnDone), (None, Action::None));
+    }
+
+    #[test]
+    fn agent_death_requeues_but_a_stop_frees() {
+        let (next, a) = transition(
+            &with_task(SessionState::Working),
+            &Signal::AgentGone("x".into()),
+        );
+        assert_eq!(
+            (next, a),
+            (Some(SessionState::Idle), Action::Requeue("x".into()))
+        );
+        let mut s = with_task(SessionState::Stopping);
+        s.task = None;
+        assert_eq!(
+            transition(&s, &Signal::AgentGone("x".into())),
+            (Some(SessionState::Idle), Action::Freed)
+        );
+    }
+
+    #[test]
+    fn limit_fails_over_once() {
+        let (next, a) = transition(&with_task(SessionState::Working), &Signal::LimitShown);
+        assert_eq!((next, a), (Some(SessionState::Limited), Action::Failover));
+        assert_eq!(
+            transition(&with_task(SessionState::Limited), &Signal::LimitShown),
+            (None, Action::None)
+        );
+    }
+
+    #[test]
+    fn gone_sessions() {
+        let s = with_task(SessionState::Working);
+        assert_eq!(
+            transition(&s, &Signal::SessionGone),
+            (Some(SessionState::Dead), Action::Recreate)
+        );
+        let mut d = Session::new("d", SessionKind::Dedicated, None);
+        d.state = SessionState::Idle;
+        assert!(matches!(
+            transition(&d, &Signal::SessionGone).1,
+            Action::Report("session_dead", _)
+        ));
     }
 }
