@@ -90,6 +90,8 @@ impl Tmux {
             || err.contains("error connecting")
             || err.contains("no current")
             || err.contains("session not found")
+            || err.contains("no such session")
+            || err.contains("no such window")
         {
             Err(TmuxError::Gone(err))
         } else {
@@ -143,7 +145,7 @@ impl Tmux {
             "set-option",
             "-w",
             "-t",
-            &Self::target(name),
+            &Self::pane(name),
             "remain-on-exit",
             "on",
         ])?;
@@ -181,7 +183,7 @@ impl Tmux {
             "set-option",
             "-w",
             "-t",
-            &Self::target(name),
+            &Self::pane(name),
             "remain-on-exit",
             "on",
         ]);
