@@ -167,16 +167,33 @@ pub struct JanitorConfig {
     pub archive_after: Dur,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NotifyConfig {
     pub telegram: Option<TelegramConfig>,
     pub webhooks: Vec<WebhookConfig>,
     /// Event names to send; empty sends every event.
     pub events: Vec<String>,
+    /// The same event with the same message within this is sent once,
+    /// followed by one summary with the count; `0s` sends every repeat.
+    pub dedup_window: Dur,
+    /// Notices per minute per sink at most (a burst waits, then queues).
+    pub rate_per_minute: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            telegram: None,
+            webhooks: Vec::new(),
+            events: Vec::new(),
+            dedup_window: Dur::secs(60),
+            rate_per_minute: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelegramConfig {
     /// Name of the environment variable holding the bot token (never the token).
@@ -185,7 +202,7 @@ pub struct TelegramConfig {
     pub api_base: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub url: String,
@@ -758,6 +775,12 @@ impl Config {
                     format!("unknown event `{e}`; known: {}", EVENT_NAMES.join(", ")),
                 );
             }
+        }
+        if self.notify.rate_per_minute == 0 {
+            return fail(
+                &["notify", "rate_per_minute"],
+                "rate_per_minute must be at least 1".into(),
+            );
         }
         for w in &self.notify.webhooks {
             if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {

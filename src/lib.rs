@@ -24,6 +24,7 @@ pub mod notice;
 pub mod notify;
 pub mod quota;
 pub mod state;
+pub mod status;
 pub mod systemd;
 pub mod task;
 pub mod timefmt;
