@@ -317,14 +317,14 @@ fn fresh_config_shows_onboarding_trust_and_bypass_screens() {
     let t = Tmux::new();
     launch(&t, &f, SID);
     let s = t.wait_screen("theme picker", |s| s.contains("Choose the text style"));
-    assert!(s.contains("❯ 1. Dark mode"), "{s}");
+    assert!(s.contains("❯ 2. Dark mode ✔"), "{s}");
     assert!(!s.contains("bypass permissions on"), "{s}");
     t.key("Enter");
-    let s = t.wait_screen("trust dialog", |s| {
-        s.contains("Do you trust the files in this folder?")
-    });
+    t.wait_screen("security notes", |s| s.contains("Press Enter to continue…"));
+    t.key("Enter");
+    let s = t.wait_screen("trust dialog", |s| s.contains("Accessing workspace:"));
     assert!(
-        s.contains("❯ 1. Yes, proceed") && s.contains("2. No, exit"),
+        s.contains("❯ 1. Yes, I trust this folder") && s.contains("2. No, exit"),
         "{s}"
     );
     t.key("Enter");
@@ -348,6 +348,11 @@ fn fresh_config_shows_onboarding_trust_and_bypass_screens() {
         true
     );
     assert!(cfg.get("bypassPermissionsModeAccepted").is_none());
+    let user = fs::read_to_string(f.config().join("settings.json")).unwrap_or_default();
+    assert!(
+        !user.contains("skipDangerousModePermissionPrompt"),
+        "{user}"
+    );
     // never reached the ready screen: no hook ran
     assert!(f.hook_events().is_empty());
 }
@@ -359,9 +364,7 @@ fn untrusted_folder_runs_no_hooks() {
     fs::write(f.config().join(".claude.json"), cfg.to_string()).unwrap();
     let t = Tmux::new();
     launch(&t, &f, SID);
-    t.wait_screen("trust dialog", |s| {
-        s.contains("Do you trust the files in this folder?")
-    });
+    t.wait_screen("trust dialog", |s| s.contains("Accessing workspace:"));
     t.key("Enter");
     t.wait_screen("ready", ready);
     t.keys("hello");
@@ -387,7 +390,9 @@ fn paste_arrives_verbatim_and_hooks_run() {
     let start = wait_until("SessionStart hook", || f.hook_event("SessionStart"));
     assert_eq!(start["source"], "startup");
     assert_eq!(start["session_id"], SID);
-    assert_eq!(start["permission_mode"], "bypassPermissions");
+    // as 2.1.197 sends it: the resolved model id, no permission_mode
+    assert_eq!(start["model"], "claude-sonnet-5");
+    assert!(start.get("permission_mode").is_none(), "{start}");
     assert_eq!(start["cwd"], f.project().display().to_string());
 
     let body = "[task.md] first line with $HOME and `uname` and $(id)\n\"double\" 'single' \\n tab\there\nünïcødé ✓\nlast line ends in a backslash \\";
@@ -413,6 +418,9 @@ fn paste_arrives_verbatim_and_hooks_run() {
     let stop = wait_until("Stop hook", || f.hook_event("Stop"));
     assert_eq!(stop["last_assistant_message"], "Done.");
     assert_eq!(stop["stop_hook_active"], false);
+    assert_eq!(stop["permission_mode"], "bypassPermissions");
+    assert_eq!(stop["effort"]["level"], "high");
+    assert_eq!(stop["prompt_id"], msg_prompt_id(&f));
     assert_eq!(stop["background_tasks"], serde_json::json!([]));
     // the transcript has the message
     let tr = f.config().join("projects").join(
@@ -423,6 +431,36 @@ fn paste_arrives_verbatim_and_hooks_run() {
     );
     let lines = json_lines(&tr.join(format!("{SID}.jsonl")));
     assert!(lines.iter().any(|e| e["message"]["content"] == body));
+
+    // A short paste (<= 2 line breaks) goes inline, and like claude a backslash
+    // before Enter turns into a line break instead of submitting; the next Enter
+    // submits, trimmed: the backslash is lost.
+    t.keys("\x1b[200~short one\nends in \\\x1b[201~");
+    t.wait_screen("inline paste", |s| s.contains("ends in \\"));
+    t.key("Enter");
+    t.wait_screen("backslash became a line break", |s| {
+        !s.contains("ends in \\") && s.contains("ends in")
+    });
+    assert_eq!(
+        f.log().iter().filter(|e| e["event"] == "message").count(),
+        1
+    );
+    t.key("Enter");
+    let short = wait_until("second message", || {
+        f.log()
+            .into_iter()
+            .filter(|e| e["event"] == "message")
+            .nth(1)
+    });
+    assert_eq!(short["message"], "short one\nends in");
+    wait_until("second Stop", || {
+        (f.hook_events()
+            .iter()
+            .filter(|e| e["hook_event_name"] == "Stop")
+            .count()
+            == 2)
+            .then_some(())
+    });
 
     // a PreToolUse hook that exits 2 blocks the call
     t.keys("@fake:bash=echo forbidden");
@@ -469,7 +507,7 @@ fn usage_limit_opens_menu_and_esc_closes_it() {
     assert_eq!(fail["error"], "rate_limit");
     assert_eq!(
         fail["last_assistant_message"],
-        "API Error: Rate limit reached"
+        "You've hit your session limit · resets 8:12pm (UTC)"
     );
     t.key("Escape");
     let s = t.wait_screen("menu closed", ready);
@@ -552,7 +590,22 @@ fn session_id_reuse_and_missing_resume_exit_1() {
         .status()
         .unwrap()
         .success());
-    assert_eq!(t.wait_exit(), 0);
+    assert_eq!(t.wait_exit(), 143, "like claude: 128 + SIGTERM");
     let end = wait_until("SessionEnd hook", || f.hook_event("SessionEnd"));
     assert_eq!(end["reason"], "other");
+}
+
+/// The prompt id of the first message, from the transcript's user entry.
+fn msg_prompt_id(f: &Fixture) -> serde_json::Value {
+    let dir = f.config().join("projects").join(
+        f.project()
+            .display()
+            .to_string()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "-"),
+    );
+    json_lines(&dir.join(format!("{SID}.jsonl")))
+        .into_iter()
+        .find(|e| e["type"] == "user")
+        .map(|e| e["promptId"].clone())
+        .unwrap_or_default()
 }
