@@ -537,6 +537,29 @@ mod tests {
     }
 
     #[test]
+    fn the_bot_token_never_shows_in_errors() {
+        for base in ["http://127.0.0.1:1", "http://[::1", "ftp://x"] {
+            let token = "999:TOPSECRET";
+            let sink = Sink {
+                name: "telegram".into(),
+                target: Target::Telegram {
+                    url: format!("{base}/bot{token}/sendMessage"),
+                    token: token.into(),
+                    chat_id: "1".into(),
+                },
+                agent: agent(),
+                host: "h".into(),
+            };
+            match sink.send(&Notice::new("failover", "x")) {
+                Err(Failure::Retry(why, _)) | Err(Failure::Permanent(why)) => {
+                    assert!(!why.contains("TOPSECRET"), "{why}");
+                }
+                Ok(()) => panic!("sent to {base}?"),
+            }
+        }
+    }
+
+    #[test]
     fn telegram_text_is_bounded() {
         let n = Notice::new("task_failed", "x".repeat(5000)).field("task", "a.md");
         let t = telegram_text(&n, "h");
