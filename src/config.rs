@@ -150,6 +150,14 @@ pub struct FailoverConfig {
     pub cooldown: Dur,
     /// How long a stopping agent gets to leave after `/exit` before SIGTERM.
     pub stop_timeout: Dur,
+    /// After a `StopFailure` `rate_limit` that is only a server throttle:
+    /// how long the session rests before it is told to continue.
+    pub throttle_pause: Dur,
+    /// How often sessions that failed to move are tried again.
+    pub retry_interval: Dur,
+    /// After a pane showed a usage limit on an account, how long it is not
+    /// a failover target when the account's 5-hour reset time is unknown.
+    pub limit_hold: Dur,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -363,6 +371,9 @@ impl Default for FailoverConfig {
             shared_transcripts: expand_tilde("~/.claude-shared/projects"),
             cooldown: Dur::secs(600),
             stop_timeout: Dur::secs(10),
+            throttle_pause: Dur::secs(30),
+            retry_interval: Dur::secs(30),
+            limit_hold: Dur::secs(3600),
         }
     }
 }

@@ -29,4 +29,5 @@ pub mod systemd;
 pub mod task;
 pub mod timefmt;
 pub mod tmux;
+pub mod transcripts;
 pub mod watcher;

@@ -184,6 +184,22 @@ pub struct AccountStatus {
     /// No request before this (429 retry-after), unix seconds.
     #[serde(default)]
     pub backoff_until: Option<u64>,
+    /// The token's state at the last poll: `ok`, `expired`, `rejected`, `missing`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Fingerprint (not the token) of the token the backoff applies to.
+    #[serde(default)]
+    pub backoff_key: Option<String>,
+    /// 429 answers in a row, for the backoff when no `retry-after` is given.
+    #[serde(default)]
+    pub backoff_strikes: u32,
+    /// A `quota_warning` was raised for the current crossing.
+    #[serde(default)]
+    pub warned: bool,
+    /// A session's pane showed a usage limit on this account (a limit the
+    /// usage windows may not show): not a failover target before this.
+    #[serde(default)]
+    pub limited_until: Option<u64>,
 }
 
 /// Counters for `/metrics`; since the daemon started.
@@ -338,6 +354,8 @@ impl State {
                     "seven_day_resets_at": st.seven_day_resets.map(rfc3339),
                     "reading_age_s": st.read_at.map(|t| now.saturating_sub(t)),
                     "error": st.error,
+                    "token": st.token,
+                    "backoff_until": st.backoff_until.map(rfc3339),
                 })
             })
             .collect();
