@@ -1017,7 +1017,14 @@ fn ask(
     path: &str,
     body: Option<&str>,
 ) -> Result<(String, Reply), (String, String)> {
-    let addr = client_addr(cfg).map_err(|e| (cfg.control.listen.clone(), e))?;
+    let addr = client_addr(cfg).map_err(|e| {
+        let shown = if cfg.control.listen.is_empty() {
+            "control.listen (empty)".to_string()
+        } else {
+            cfg.control.listen.clone()
+        };
+        (shown, e)
+    })?;
     let shown = addr.to_string();
     let token = fs::read_to_string(&cfg.control.token_file).map_err(|e| {
         (
