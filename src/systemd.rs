@@ -104,8 +104,6 @@ pub fn unit(cfg: &Config) -> String {
 #   loginctl enable-linger \"$USER\"   # keep it running while logged out
 [Unit]
 Description=claude-failover: keeps a pool of Claude Code agents working in tmux
-After=network-online.target
-Wants=network-online.target
 StartLimitIntervalSec=300
 StartLimitBurst=5
 
