@@ -631,7 +631,7 @@ impl Server {
             recv(rx) -> r => match r {
                 Ok(Ok(text)) => Response::json(202, &json!({ "started": true, "message": text })),
                 Ok(Err(text)) => {
-                    let status = if text.contains("unknown account") { 400 } else { 409 };
+                    let status = if text.contains("unknown account") || text.contains("no account named") { 400 } else { 409 };
                     Response::json(status, &json!({ "started": false, "error": text }))
                 }
                 Err(_) => Response::error(503, "the failover thread dropped the request"),

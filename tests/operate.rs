@@ -374,6 +374,41 @@ fn failover_replies_map_to_202_and_409() {
     assert!(!env.state_dir().join("control.addr").exists());
 }
 
+/// `POST /failover` through the daemon's own failover thread: a switch to
+/// the other account starts (202); asking for the account already active
+/// is refused (409), as is the CLI's request.
+#[test]
+fn failover_through_the_daemon() {
+    let env = Env::new();
+    let cfg = env.config_file();
+    let r = Running::start(&env);
+    let f = r.req("POST", "/failover", Some(r#"{"to":"backup"}"#));
+    assert_eq!(f.status, 202, "{}", f.body);
+    wait_for("the switch to backup", T, || {
+        let st = r.ctx().state();
+        st.active_account == "backup" && !st.failover_in_progress
+    });
+    let f = r.req("POST", "/failover", Some(r#"{"to":"backup"}"#));
+    assert_eq!(f.status, 409, "{}", f.body);
+    let out = cli(&["failover", "-c", cfg.to_str().unwrap(), "--to", "backup"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already the active account"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["failover", "-c", cfg.to_str().unwrap(), "--to", "main"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the switch back to main", T, || {
+        let st = r.ctx().state();
+        st.active_account == "main" && !st.failover_in_progress
+    });
+}
+
 /// A small checker of the Prometheus text exposition format (0.0.4).
 fn check_prometheus(text: &str) -> HashMap<String, f64> {
     fn name_ok(n: &str) -> bool {
