@@ -137,6 +137,8 @@ struct Switcher {
     recheck_at: Option<Instant>,
     /// Dispatching paused: look again then.
     resume_at: Option<Instant>,
+    /// The cooldown end already logged as holding a failover.
+    held_logged: Option<u64>,
 }
 
 fn instant_at(unix: u64) -> Instant {
@@ -162,6 +164,7 @@ impl Switcher {
             continues: Vec::new(),
             recheck_at: None,
             resume_at: None,
+            held_logged: None,
         }
     }
 
@@ -252,11 +255,14 @@ impl Switcher {
     /// target, pauses dispatching when `pause` says so. True when started.
     fn auto_switch(&mut self, why: String, pause: bool) -> bool {
         if let Some(until) = self.cooldown_until() {
-            log::info!(
-                "{why}; holding: the last failover was less than {} ago (until {})",
-                self.ctx.config().failover.cooldown,
-                rfc3339(until)
-            );
+            if self.held_logged != Some(until) {
+                self.held_logged = Some(until);
+                log::info!(
+                    "{why}; holding: the last failover was less than {} ago (until {})",
+                    self.ctx.config().failover.cooldown,
+                    rfc3339(until)
+                );
+            }
             self.recheck_at = earliest(self.recheck_at, instant_at(until));
             return false;
         }
