@@ -65,6 +65,7 @@ pub fn ensure_sessions(ctx: &Ctx) {
         .values()
         .map(|s| (s.name.clone(), s.kind))
         .collect();
+    let mut stop_later = Vec::new();
     for (name, kind) in names {
         let exists = ctx.tmux.has_session(&name);
         if !exists && kind == SessionKind::Autonomous {
@@ -79,38 +80,27 @@ pub fn ensure_sessions(ctx: &Ctx) {
             let Some(s) = st.sessions.get_mut(&name) else {
                 return;
             };
-            match (s.kind, &s.task) {
-                (SessionKind::Autonomous, Some(t))
-                    if !(alive
-                        && matches!(
-                            s.state,
-                            SessionState::Working
-                                | SessionState::WaitingInput
-                                | SessionState::Limited
-                        )) =>
-                {
-                    let t = t.clone();
-                    log::info!(
-                        "session {name}: its agent is gone; putting {} back in the inbox",
-                        t.name
-                    );
-                    requeue(&t);
-                    s.task = None;
-                    s.set_state(if exists {
-                        SessionState::Idle
+            let busy = matches!(
+                s.state,
+                SessionState::Working | SessionState::WaitingInput | SessionState::Limited
+            );
+            match s.kind {
+                SessionKind::Autonomous if s.task.is_some() && busy && alive => {}
+                SessionKind::Autonomous => {
+                    if let Some(t) = s.task.take() {
+                        log::info!("session {name}: its agent is gone or was mid-launch; {} goes back to the inbox", t.name);
+                        requeue(&t);
+                    }
+                    if alive {
+                        // A leftover agent (a crash mid-launch or mid-recycle):
+                        // stop it; the watcher frees the session once its pane is dead.
+                        s.set_state(SessionState::Stopping);
+                        stop_later.push(name.clone());
                     } else {
-                        SessionState::Dead
-                    });
+                        s.set_state(if exists { SessionState::Idle } else { SessionState::Dead });
+                    }
                 }
-                (SessionKind::Autonomous, Some(_)) => {}
-                (SessionKind::Autonomous, None) => {
-                    s.set_state(if exists {
-                        SessionState::Idle
-                    } else {
-                        SessionState::Dead
-                    });
-                }
-                (SessionKind::Dedicated, _) => {
+                SessionKind::Dedicated => {
                     if !exists {
                         s.set_state(SessionState::Dead);
                     } else if s.state == SessionState::Dead {
@@ -119,6 +109,25 @@ pub fn ensure_sessions(ctx: &Ctx) {
                 }
             }
         });
+    }
+    stop_leftovers(ctx, stop_later);
+}
+
+/// Stops leftover agents off the caller's thread.
+fn stop_leftovers(ctx: &Ctx, names: Vec<String>) {
+    for name in names {
+        let tmux = ctx.tmux.clone();
+        let timeout = ctx.config().failover.stop_timeout.get();
+        let spawned = std::thread::Builder::new()
+            .name(format!("stop-{name}"))
+            .spawn(move || {
+                if let Err(e) = launch::stop_agent(&tmux, &name, timeout) {
+                    log::error!("{e}");
+                }
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start a thread to stop an agent: {e}");
+        }
     }
 }
 

@@ -45,6 +45,16 @@ pub struct PaneInfo {
     pub pid: Option<u32>,
     pub exit_status: Option<i32>,
     pub current_command: String,
+    /// What the pane was started with: empty for a session's default shell,
+    /// the agent's argv after a respawn.
+    pub start_command: String,
+}
+
+impl PaneInfo {
+    /// An agent the daemon started runs in this pane.
+    pub fn has_agent(&self) -> bool {
+        !self.dead && !self.start_command.is_empty()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -201,18 +211,20 @@ impl Tmux {
             "-p",
             "-t",
             &Self::pane(name),
-            "#{pane_dead}\t#{pane_pid}\t#{pane_dead_status}\t#{pane_current_command}",
+            "#{pane_dead}\t#{pane_pid}\t#{pane_dead_status}\t#{pane_current_command}\t#{pane_start_command}",
         ])?;
         let mut f = out.trim_end_matches('\n').split('\t');
         let dead = f.next() == Some("1");
         let pid = f.next().and_then(|p| p.parse().ok()).filter(|&p| p > 0);
         let exit_status = f.next().and_then(|p| p.parse().ok());
         let current_command = f.next().unwrap_or("").to_string();
+        let start_command = f.next().unwrap_or("").to_string();
         Ok(PaneInfo {
             dead,
             pid,
             exit_status,
             current_command,
+            start_command,
         })
     }
 
@@ -223,7 +235,7 @@ impl Tmux {
             "list-panes",
             "-a",
             "-F",
-            "#{window_active}#{pane_active}\t#{session_name}\t#{pane_dead}\t#{pane_pid}\t#{pane_dead_status}\t#{pane_current_command}",
+            "#{window_active}#{pane_active}\t#{session_name}\t#{pane_dead}\t#{pane_pid}\t#{pane_dead_status}\t#{pane_current_command}\t#{pane_start_command}",
         ]) {
             Ok(out) => out,
             Err(TmuxError::Gone(_)) => return Ok(Default::default()),
@@ -232,7 +244,7 @@ impl Tmux {
         let mut map = std::collections::HashMap::new();
         for line in out.lines() {
             let f: Vec<&str> = line.split('\t').collect();
-            if f.len() < 6 || f[0] != "11" {
+            if f.len() < 7 || f[0] != "11" {
                 continue;
             }
             map.insert(
@@ -242,6 +254,7 @@ impl Tmux {
                     pid: f[3].parse().ok().filter(|&p| p > 0),
                     exit_status: f[4].parse().ok(),
                     current_command: f[5].to_string(),
+                    start_command: f[6].to_string(),
                 },
             );
         }
@@ -298,7 +311,7 @@ impl Tmux {
     pub fn agent_pid(&self, name: &str) -> Option<u32> {
         self.pane_info(name)
             .ok()
-            .filter(|p| !p.dead)
+            .filter(PaneInfo::has_agent)
             .and_then(|p| p.pid)
     }
 }
