@@ -158,7 +158,11 @@ pub fn run(ctx: Arc<Ctx>, rx: Receiver<DispatchMsg>) {
     let mut next_scan = Instant::now() + ctx.config().dispatcher.scan_interval.get();
     let mut discover_at: Option<Instant> = None;
     loop {
-        let wake = discover_at.map_or(next_scan, |d| d.min(next_scan));
+        let rested = cooldown_end(&ctx);
+        let wake = [discover_at, rested]
+            .into_iter()
+            .flatten()
+            .fold(next_scan, Instant::min);
         let timeout = wake.saturating_duration_since(Instant::now());
         select! {
             recv(ctx.stop) -> _ => return,
@@ -201,6 +205,9 @@ pub fn run(ctx: Arc<Ctx>, rx: Receiver<DispatchMsg>) {
                     discover(&ctx, watch.as_mut(), &mut watched_root);
                     dispatch_round(&ctx);
                 }
+                if rested.is_some_and(|r| Instant::now() >= r) {
+                    dispatch_round(&ctx);
+                }
                 if Instant::now() >= next_scan {
                     discover(&ctx, watch.as_mut(), &mut watched_root);
                     dispatch_round(&ctx);
@@ -209,6 +216,20 @@ pub fn run(ctx: Arc<Ctx>, rx: Receiver<DispatchMsg>) {
             }
         }
     }
+}
+
+/// When the first resting session is free again (to dispatch then).
+fn cooldown_end(ctx: &Ctx) -> Option<Instant> {
+    let now = now_secs();
+    let st = ctx.state();
+    let until = st
+        .sessions
+        .values()
+        .filter(|s| s.kind == SessionKind::Autonomous && s.task.is_none())
+        .filter_map(|s| s.cooldown_until)
+        .filter(|&t| t > now)
+        .min()?;
+    Some(Instant::now() + Duration::from_secs(until - now))
 }
 
 /// Adds inotify watches for every project's inbox (creating the inbox of a
@@ -478,21 +499,35 @@ pub fn finish_launch(ctx: &Ctx, o: LaunchOutcome) {
                 launch::terminate(&ctx.tmux, &session);
             }
             let now = now_secs();
+            // The session vanished under the launch: not the task's fault.
+            let gone = matches!(e, LaunchError::Tmux(crate::tmux::TmuxError::Gone(_)));
             let attempts = ctx.update(|st| {
                 st.metrics.launches_failed += 1;
                 if let Some(s) = st.sessions.get_mut(&session) {
                     s.task = None;
                     s.claude_session_id = None;
                     s.early_stop = false;
-                    s.set_state(SessionState::Idle);
-                    if e.session_fault() {
+                    s.set_state(if gone {
+                        SessionState::Dead
+                    } else {
+                        SessionState::Idle
+                    });
+                    if e.session_fault() && !gone {
                         s.cooldown_until = Some(now + cfg.dispatcher.cooldown.get().as_secs());
                     }
+                }
+                if gone {
+                    return 0;
                 }
                 let n = st.attempts.entry(task.key()).or_insert(0);
                 *n += 1;
                 *n
             });
+            if gone {
+                requeue(&task);
+                let _ = ctx.to_watcher.send(crate::daemon::WatchMsg::Check);
+                return;
+            }
             give_back(ctx, &task, attempts, &e.to_string());
         }
     }

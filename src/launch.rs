@@ -195,6 +195,15 @@ pub fn wait_ready(cfg: &Config, tmux: &Tmux, session: &str) -> Result<(), Launch
 /// Pastes `text` into a ready agent and submits it with a separate Enter.
 /// The agent may exit at any moment: only `send-keys`, never `paste-buffer`.
 pub fn deliver(tmux: &Tmux, session: &str, text: &str) -> Result<(), LaunchError> {
+    // A short paste that ends in `\` would turn the Enter into a line break
+    // (and lose the backslash); claude trims the trailing space we add.
+    let padded;
+    let text = if text.ends_with('\\') {
+        padded = format!("{text} ");
+        padded.as_str()
+    } else {
+        text
+    };
     tmux.paste(session, text)?;
     // Let the terminal app finish reading the paste before the Enter.
     std::thread::sleep(Duration::from_millis(30));

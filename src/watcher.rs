@@ -72,7 +72,9 @@ pub fn transition(s: &Session, sig: &Signal) -> (Option<SessionState>, Action) {
     let has_task = s.task.is_some();
     match (s.state, sig) {
         (_, Signal::Started { .. }) => (None, Action::None),
-        (Working | WaitingInput, Signal::TurnDone) if has_task => (Some(Stopping), Action::Finish),
+        (Working | WaitingInput | Limited, Signal::TurnDone) if has_task => {
+            (Some(Stopping), Action::Finish)
+        }
         (Starting, Signal::TurnDone) if has_task => (None, Action::EarlyStop),
         (Working, Signal::WaitingInput(m)) => (
             Some(WaitingInput),
@@ -96,10 +98,10 @@ pub fn transition(s: &Session, sig: &Signal) -> (Option<SessionState>, Action) {
         }
         (_, Signal::AgentGone(_)) if s.kind == SessionKind::Dedicated => (Some(Idle), Action::None),
         (Dead, Signal::SessionPresent) => (Some(Idle), Action::Freed),
-        (Dead, Signal::SessionGone) => (None, Action::None),
         (_, Signal::SessionGone) if s.kind == SessionKind::Autonomous => {
             (Some(Dead), Action::Recreate)
         }
+        (Dead, Signal::SessionGone) => (None, Action::None),
         (_, Signal::SessionGone) => (
             Some(Dead),
             Action::Report("session_dead", format!("tmux session {} is gone", s.name)),
@@ -163,6 +165,10 @@ pub fn run(ctx: Arc<Ctx>, rx: Receiver<WatchMsg>) {
 struct Watcher {
     /// Last screen per session, to tell a busy agent from one at rest.
     screens: HashMap<String, (u64, Instant)>,
+    /// Per session: the agent's pid and how many limit lines its screen
+    /// showed that are old news. A resumed conversation redraws its history,
+    /// limit line included; only a line beyond those counts.
+    limit_base: HashMap<String, (Option<u32>, usize)>,
 }
 
 impl Watcher {
@@ -256,7 +262,20 @@ impl Watcher {
         let Ok(screen) = ctx.tmux.capture(&s.name) else {
             return;
         };
-        if cfg.agent.limit_pattern.is_match(&screen) {
+        let limits = cfg.agent.limit_pattern.0.find_iter(&screen).count();
+        let base = match self.limit_base.get_mut(&s.name) {
+            Some(b) if b.0 == pane.pid => b,
+            _ => {
+                let resumed = pane.start_command.contains("--resume");
+                self.limit_base
+                    .entry(s.name.clone())
+                    .insert_entry((pane.pid, if resumed { limits } else { 0 }))
+                    .into_mut()
+            }
+        };
+        // Old lines scroll away: follow the count down, never up.
+        base.1 = base.1.min(limits);
+        if limits > base.1 {
             signal(ctx, &s.name, Signal::LimitShown);
             return;
         }

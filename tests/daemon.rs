@@ -104,6 +104,11 @@ fn body_with_shell_metacharacters_arrives_verbatim() {
     env.task(0, "meta.md", body);
     wait_for("the message", T, || !env.messages(0).is_empty());
     assert_eq!(env.messages(0)[0], format!("[meta.md] {body}"));
+    // A short one-line body ending in a backslash (claude would take the
+    // Enter as a line break there).
+    env.task(0, "short.md", "ends with \\");
+    wait_for("the short message", T, || env.messages(0).len() == 2);
+    assert_eq!(env.messages(0)[1], "[short.md] ends with \\");
     stop(d);
 }
 
@@ -359,6 +364,16 @@ fn pasting_into_a_dead_pane_leaves_the_tmux_server_alive() {
     assert!(tmux.has_session("dying"));
 }
 
+/// A daemon process that is stopped however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
 /// How many times each task name was delivered, across both accounts.
 fn deliveries(env: &Env) -> std::collections::BTreeMap<String, usize> {
     let mut m = std::collections::BTreeMap::new();
@@ -596,12 +611,11 @@ fn kill_dash_nine_in_a_loop_loses_nothing() {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
     }
-    let mut child = spawn();
+    let child = KillOnDrop(spawn());
     wait_for("every task done", Duration::from_secs(90), || {
         done_count(&env) == n
     });
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    child.wait().unwrap();
+    drop(child);
     for p in 0..2 {
         let left: Vec<String> = env
             .files(p, "inbox")
