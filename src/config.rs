@@ -84,7 +84,7 @@ pub struct Models {
     pub low: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
     pub dedicated: Vec<DedicatedSession>,
@@ -315,15 +315,6 @@ impl Default for Models {
     }
 }
 
-impl Default for PoolConfig {
-    fn default() -> Self {
-        PoolConfig {
-            dedicated: Vec::new(),
-            autonomous: AutonomousPool::default(),
-        }
-    }
-}
-
 impl Default for AutonomousPool {
     fn default() -> Self {
         AutonomousPool {
@@ -474,7 +465,7 @@ impl fmt::Display for Dur {
             ("m", 60_000),
             ("s", 1_000),
         ] {
-            if ms >= size && ms % size == 0 {
+            if ms >= size && ms.is_multiple_of(size) {
                 return write!(f, "{}{unit}", ms / size);
             }
         }
@@ -593,8 +584,10 @@ impl Config {
     /// The embedded default: the current directory as the one project, one
     /// autonomous session, account `~/.claude`.
     pub fn embedded_default() -> Config {
-        let mut c = Config::default();
-        c.projects = vec![std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))];
+        let mut c = Config {
+            projects: vec![std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))],
+            ..Config::default()
+        };
         c.pool.autonomous.max = 1;
         c
     }

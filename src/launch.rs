@@ -293,37 +293,6 @@ pub fn render_message(template: &str, task: &crate::task::Task) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn input_line_found_under_rule() {
-        let rule = "─".repeat(30);
-        assert_eq!(input_line(&format!("x\n{rule}\n❯ \n{rule}\n")), Some(""));
-        assert_eq!(
-            input_line(&format!("{rule}\n❯ [Pasted text #1 +3 lines]\n")),
-            Some("[Pasted text #1 +3 lines]")
-        );
-        assert_eq!(input_line("❯ 1. No, exit\n"), None);
-    }
-
-    #[test]
-    fn template_expands_once() {
-        let task = crate::task::Task {
-            project: "/p".into(),
-            name: "t.md".into(),
-            meta: Default::default(),
-            body: "use {task} literally".into(),
-            mtime: std::time::SystemTime::UNIX_EPOCH,
-        };
-        assert_eq!(
-            render_message("[{task}] {body} {x}", &task),
-            "[t.md] use {task} literally {x}"
-        );
-    }
-}
-
 /// Stops the agent in a session the gentle way: Esc (closes the limit menu,
 /// which would otherwise take the keys), `/exit` + Enter, then SIGTERM if it
 /// has not left within half of `timeout`. Never SIGKILL: a kill during a
@@ -377,5 +346,36 @@ pub fn terminate(tmux: &Tmux, session: &str) {
                 std::io::Error::last_os_error()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_line_found_under_rule() {
+        let rule = "─".repeat(30);
+        assert_eq!(input_line(&format!("x\n{rule}\n❯ \n{rule}\n")), Some(""));
+        assert_eq!(
+            input_line(&format!("{rule}\n❯ [Pasted text #1 +3 lines]\n")),
+            Some("[Pasted text #1 +3 lines]")
+        );
+        assert_eq!(input_line("❯ 1. No, exit\n"), None);
+    }
+
+    #[test]
+    fn template_expands_once() {
+        let task = crate::task::Task {
+            project: "/p".into(),
+            name: "t.md".into(),
+            meta: Default::default(),
+            body: "use {task} literally".into(),
+            mtime: std::time::SystemTime::UNIX_EPOCH,
+        };
+        assert_eq!(
+            render_message("[{task}] {body} {x}", &task),
+            "[t.md] use {task} literally {x}"
+        );
     }
 }

@@ -478,8 +478,10 @@ mod tests {
     fn save_load_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("state.json");
-        let mut s = State::default();
-        s.active_account = "backup".into();
+        let mut s = State {
+            active_account: "backup".into(),
+            ..State::default()
+        };
         s.sessions
             .insert("a".into(), Session::new("a", SessionKind::Autonomous, None));
         s.save(&p).unwrap();

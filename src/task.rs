@@ -217,7 +217,7 @@ impl Queue {
     /// Names of pending tasks (`*.md`, not hidden), unsorted. A missing inbox
     /// is an empty queue.
     pub fn pending_names(&self) -> io::Result<Vec<String>> {
-        list_names(&self.inbox(), |n| is_task_name(n))
+        list_names(&self.inbox(), is_task_name)
     }
 
     /// Names (`NAME.md`) of claimed tasks in the inbox.

@@ -402,9 +402,12 @@ fn apply_record(ctx: &Ctx, rec: events::Record) {
                 } => Signal::Active,
                 HookEvent::StopFailure { error, message, .. } => {
                     log::warn!("{name}: StopFailure {error}: {message}");
-                    if is_limit_error(&error) && pane_shows_limit(ctx, &name) {
-                        Signal::LimitShown
-                    } else if matches!(error.as_str(), "authentication_failed" | "billing_error") {
+                    // A limit on the pane, or an account that cannot be
+                    // used at all: move off the account. Otherwise it may
+                    // be a short server throttle.
+                    let account_out =
+                        matches!(error.as_str(), "authentication_failed" | "billing_error");
+                    if account_out || (is_limit_error(&error) && pane_shows_limit(ctx, &name)) {
                         Signal::LimitShown
                     } else {
                         Signal::ApiError(error)
