@@ -76,7 +76,8 @@ fn task_reaches_agent_with_model_cwd_and_env() {
     assert_eq!(e["CLAUDE_CODE_OAUTH_TOKEN"], Value::Null);
     // The agent ends its turn: the task is done, with a record.
     wait_for("the task and its record in done/", T, || {
-        env.files(0, "done").contains(&"fix-login.md.json".to_string())
+        env.files(0, "done")
+            .contains(&"fix-login.md.json".to_string())
     });
     let record: Value = serde_json::from_str(
         &fs::read_to_string(env.queue_dir(0, "done").join("fix-login.md.json")).unwrap(),
