@@ -989,3 +989,19 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    /// The shipped example must stay valid and in step with the defaults.
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../config.example.yaml");
+        let c = super::Config::parse(text, "config.example.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let d = super::Config::default();
+        assert_eq!(c.dispatcher.scan_interval, d.dispatcher.scan_interval);
+        assert_eq!(c.failover.cooldown, d.failover.cooldown);
+        assert_eq!(c.quota.five_hour_threshold, d.quota.five_hour_threshold);
+        assert_eq!(c.guard.breaker_blocks, d.guard.breaker_blocks);
+        assert_eq!(c.accounts.len(), 2);
+    }
+}

@@ -53,6 +53,22 @@ pub fn parent(path: &Path) -> &Path {
     }
 }
 
+/// The first of `to`, `to` with `.1`, `.2`, … before the extension, that
+/// does not exist yet.
+pub fn free_name(to: &Path) -> io::Result<PathBuf> {
+    let mut candidate = to.to_path_buf();
+    for n in 1..10_000 {
+        if fs::symlink_metadata(&candidate).is_err() {
+            return Ok(candidate);
+        }
+        candidate = numbered(to, n);
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("no free name for {}", to.display()),
+    ))
+}
+
 /// Renames `from` to `to`, or to `to` with a `.N` suffix before the extension
 /// when `to` exists: a task is never overwritten. Returns the path used.
 pub fn move_no_clobber(from: &Path, to: &Path) -> io::Result<PathBuf> {

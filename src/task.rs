@@ -261,27 +261,52 @@ impl Queue {
         } else {
             self.pending_path(name)
         };
-        let to = fsutil::move_no_clobber(&from, &self.failed_dir().join(name))?;
-        let mut err = to.as_os_str().to_owned();
-        err.push(".error");
         let text = format!(
             "{}\n{}\n",
             crate::timefmt::rfc3339(crate::timefmt::now_secs()),
             reason
         );
-        fsutil::atomic_write(Path::new(&err), text.as_bytes(), 0o644)?;
-        Ok(to)
+        self.move_with_note(
+            &from,
+            &self.failed_dir().join(name),
+            ".error",
+            text.as_bytes(),
+        )
     }
 
     /// Moves a claimed task to `done/` with a JSON record beside it.
     pub fn done(&self, name: &str, record: &serde_json::Value) -> io::Result<PathBuf> {
-        let to = fsutil::move_no_clobber(&self.dispatched_path(name), &self.done_dir().join(name))?;
-        let mut rec = to.as_os_str().to_owned();
-        rec.push(".json");
         let mut text = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
         text.push(b'\n');
-        fsutil::atomic_write(Path::new(&rec), &text, 0o644)?;
-        Ok(to)
+        self.move_with_note(
+            &self.dispatched_path(name),
+            &self.done_dir().join(name),
+            ".json",
+            &text,
+        )
+    }
+
+    /// Moves `from` to a free name at `to`, the note (`.error`, `.json`)
+    /// written first so whoever sees the task also finds why.
+    fn move_with_note(
+        &self,
+        from: &Path,
+        to: &Path,
+        suffix: &str,
+        note: &[u8],
+    ) -> io::Result<PathBuf> {
+        fs::symlink_metadata(from)?;
+        fs::create_dir_all(fsutil::parent(to))?;
+        let dest = fsutil::free_name(to)?;
+        let mut note_path = dest.as_os_str().to_owned();
+        note_path.push(suffix);
+        fsutil::atomic_write(Path::new(&note_path), note, 0o644)?;
+        if let Err(e) = fs::rename(from, &dest) {
+            let _ = fs::remove_file(&note_path);
+            return Err(e);
+        }
+        fsutil::sync_dir(fsutil::parent(&dest))?;
+        Ok(dest)
     }
 }
 

@@ -205,6 +205,9 @@ impl Watcher {
     /// launches, stuck sessions, and `.agent-queue/status.json`.
     fn check(&mut self, ctx: &Ctx) {
         let cfg = ctx.config();
+        // Sessions first, panes second: a pane seen dead is then never
+        // older than the launch the session snapshot knows about.
+        let sessions: Vec<Session> = ctx.state().sessions.values().cloned().collect();
         let panes = match ctx.tmux.panes() {
             Ok(p) => p,
             Err(e) => {
@@ -212,7 +215,6 @@ impl Watcher {
                 return;
             }
         };
-        let sessions: Vec<Session> = ctx.state().sessions.values().cloned().collect();
         let now = now_secs();
         for s in sessions {
             let Some(pane) = panes.get(&s.name) else {
@@ -245,7 +247,15 @@ impl Watcher {
         let cfg = ctx.config();
         if pane.dead {
             self.screens.remove(&s.name);
-            if matches!(s.state, Working | WaitingInput | Limited | Stopping) {
+            // Still the same launch, and still dead? (A new launch may have
+            // started since the snapshot.)
+            let same = ctx.state().sessions.get(&s.name).is_some_and(|now| {
+                now.state == s.state
+                    && now.task.as_ref().map(|t| &t.name) == s.task.as_ref().map(|t| &t.name)
+            });
+            let still_dead = ctx.tmux.pane_info(&s.name).is_ok_and(|p| p.dead);
+            if same && still_dead && matches!(s.state, Working | WaitingInput | Limited | Stopping)
+            {
                 let why = format!(
                     "the agent exited (status {})",
                     pane.exit_status.map_or("unknown".into(), |c| c.to_string())
