@@ -199,6 +199,12 @@ impl Daemon {
                 config.events_dir().display()
             ))
         })?;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            log::warn!(
+                "running as root: Claude Code refuses --dangerously-skip-permissions as root unless IS_SANDBOX=1 is in its environment; run the daemon as a normal user"
+            );
+        }
         let (mut state, warning) = State::load(&state_path(&config));
         if let Some(w) = warning {
             log::warn!("{w}");

@@ -1157,42 +1157,18 @@ fn stop_in_shell(tmux: &Tmux, name: &str, timeout: Duration) -> Result<(), Strin
         tmux.pane_info(name)
             .map_or(true, |p| p.dead || is_shell(&p.current_command))
     };
-    let wait = |tmux: &Tmux, d: Duration| {
-        let deadline = Instant::now() + d;
-        while Instant::now() < deadline {
-            if back(tmux) {
-                return true;
+    let sigterm = |tmux: &Tmux| {
+        let Ok(info) = tmux.pane_info(name) else {
+            return;
+        };
+        if let Some(fg) = foreground_pid(info.pid).filter(|fg| Some(*fg) != info.pid) {
+            // SAFETY: kill(2) with a pid read from /proc and a plain signal.
+            unsafe {
+                libc::kill(fg as libc::pid_t, libc::SIGTERM);
             }
-            std::thread::sleep(Duration::from_millis(25));
         }
-        back(tmux)
     };
-    if back(tmux) {
-        return Ok(());
-    }
-    let _ = tmux.send_key(name, "Escape");
-    std::thread::sleep(Duration::from_millis(100));
-    let _ = tmux.send_literal(name, "/exit");
-    std::thread::sleep(Duration::from_millis(30));
-    let _ = tmux.send_key(name, "Enter");
-    if wait(tmux, timeout / 2) {
-        return Ok(());
-    }
-    let info = tmux.pane_info(name).map_err(|e| e.to_string())?;
-    if let Some(fg) = foreground_pid(info.pid).filter(|fg| Some(*fg) != info.pid) {
-        log::info!("agent in {name} did not leave on /exit; sending SIGTERM to {fg}");
-        // SAFETY: kill(2) with a pid read from /proc and a plain signal.
-        unsafe {
-            libc::kill(fg as libc::pid_t, libc::SIGTERM);
-        }
-    }
-    if wait(tmux, timeout / 2) {
-        Ok(())
-    } else {
-        Err(format!(
-            "the agent in {name} is still running after /exit and SIGTERM"
-        ))
-    }
+    launch::stop_with(tmux, name, timeout, back, sigterm)
 }
 
 #[cfg(test)]

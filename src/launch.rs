@@ -303,7 +303,22 @@ pub fn stop_agent(tmux: &Tmux, session: &str, timeout: Duration) -> Result<(), S
         Err(TmuxError::Gone(_)) => true,
         Err(_) => false,
     };
-    let wait_gone = |tmux: &Tmux, d: Duration| {
+    stop_with(tmux, session, timeout, gone, |tmux| {
+        terminate(tmux, session)
+    })
+}
+
+/// The stop sequence, for any kind of pane: `gone` says the agent has left,
+/// `sigterm` sends SIGTERM to it (an agent in the operator's shell is not
+/// the pane's own process).
+pub fn stop_with(
+    tmux: &Tmux,
+    session: &str,
+    timeout: Duration,
+    gone: impl Fn(&Tmux) -> bool,
+    sigterm: impl Fn(&Tmux),
+) -> Result<(), String> {
+    let wait_gone = |d: Duration| {
         let deadline = Instant::now() + d;
         while Instant::now() < deadline {
             if gone(tmux) {
@@ -321,12 +336,12 @@ pub fn stop_agent(tmux: &Tmux, session: &str, timeout: Duration) -> Result<(), S
     let _ = tmux.send_literal(session, "/exit");
     std::thread::sleep(Duration::from_millis(30));
     let _ = tmux.send_key(session, "Enter");
-    if wait_gone(tmux, timeout / 2) {
+    if wait_gone(timeout / 2) {
         return Ok(());
     }
     log::info!("agent in {session} did not leave on /exit; sending SIGTERM");
-    terminate(tmux, session);
-    if wait_gone(tmux, timeout / 2) {
+    sigterm(tmux);
+    if wait_gone(timeout / 2) {
         Ok(())
     } else {
         Err(format!(
