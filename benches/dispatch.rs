@@ -72,6 +72,8 @@ fn setup(root: &Path) -> (Config, std::path::PathBuf, std::path::PathBuf) {
 }
 
 fn main() {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let root = fs::canonicalize(dir.path()).unwrap();
     let (cfg, project, account) = setup(&root);

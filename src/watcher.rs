@@ -469,6 +469,11 @@ pub fn signal(ctx: &Ctx, name: &str, sig: Signal) {
             if let Some(n) = next {
                 s.set_state(n);
             }
+            // Under the same lock as the transition: the launch thread reads
+            // it when it reports, and must not miss it in between.
+            if action == Action::EarlyStop {
+                s.early_stop = true;
+            }
             Some((action, s.clone()))
         })
         .unzip();
@@ -481,11 +486,8 @@ fn act(ctx: &Ctx, s: &Session, action: Action) {
     match action {
         Action::None => {}
         Action::Finish => finish(ctx, s),
-        Action::EarlyStop => ctx.update(|st| {
-            if let Some(x) = st.sessions.get_mut(&s.name) {
-                x.early_stop = true;
-            }
-        }),
+        // Recorded with the transition itself, in `signal`.
+        Action::EarlyStop => {}
         Action::Requeue(why) => {
             if let Some(t) = &s.task {
                 log::warn!("{}: {why}; {} goes back to the inbox", s.name, t.name);
