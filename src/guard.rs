@@ -273,7 +273,12 @@ pub fn check(input: &str, mode: GuardMode) -> io::Result<Verdict> {
     Ok(match out.status.code() {
         Some(2) => Verdict::Block(stderr),
         Some(0) if !audit.trim().is_empty() => {
-            Verdict::Warn(audit.trim().lines().last().unwrap_or("").to_string())
+            let last = audit.trim().lines().last().unwrap_or("");
+            let reason = serde_json::from_str::<Value>(last)
+                .ok()
+                .and_then(|v| v["reason"].as_str().map(str::to_string))
+                .unwrap_or_else(|| last.to_string());
+            Verdict::Warn(reason)
         }
         Some(0) => Verdict::Allow,
         other => Verdict::Block(format!("the guard failed (exit {other:?}): {stderr}")),

@@ -643,3 +643,107 @@ fn kill_dash_nine_in_a_loop_loses_nothing() {
         "{twice} tasks delivered twice with only {kills} crashes: {counts:?}"
     );
 }
+
+fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_claude-failover"))
+        .args(args)
+        .env_remove("CLAUDE_FAILOVER_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_names_file_and_line_and_exits_1() {
+    let env = Env::new(0, 0);
+    let bad = env.root().join("bad.yaml");
+    for (yaml, line, what) in [
+        ("pool:\n  autonomous:\n    max: lots\n", 3, "max"),
+        (
+            "agent:\n  prompt_pattern: '(unclosed'\n",
+            2,
+            "invalid regex",
+        ),
+        (
+            "state_dir: /tmp/x\nwatcher:\n  interval: 5 minutes\n",
+            3,
+            "invalid duration",
+        ),
+        ("tmux:\n  sockett: /x\n", 2, "unknown field"),
+    ] {
+        fs::write(&bad, yaml).unwrap();
+        let (code, _, err) = cli(&["check-config", "-c", bad.to_str().unwrap()]);
+        assert_eq!(code, 1, "{err}");
+        let want = format!("{}:{line}: ", bad.display());
+        assert!(err.contains(&want) && err.contains(what), "{yaml:?}: {err}");
+    }
+    let good = env.write_config();
+    let (code, out, err) = cli(&["check-config", "-c", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok"));
+    let (code, _, _) = cli(&["frobnicate"]);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn scan_dry_run_prints_the_plan_in_order_and_starts_nothing() {
+    let env = Env::new(1, 2);
+    env.task(0, "b-low.md", "---\npriority: low\n---\nx");
+    env.task(0, "a-critical.md", "---\npriority: critical\n---\nx");
+    env.task(0, "c-default.md", "x");
+    let cfg = env.write_config();
+    let (code, out, err) = cli(&["scan", "--dry-run", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "two free sessions, two tasks: {out}");
+    assert!(
+        lines[0].starts_with("t-1\tcritical\t") && lines[0].ends_with("a-critical.md"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("t-2\tdefault\t") && lines[1].ends_with("c-default.md"),
+        "{out}"
+    );
+    assert_eq!(env.files(0, "inbox").len(), 3, "dry run moved something");
+    assert!(!env.tmux().has_session("t-1"), "dry run started a session");
+    // For real: two agents get their tasks, then scan exits.
+    let (code, out, err) = cli(&["scan", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("t-1\ta-critical.md\tstarted") && out.contains("t-2\tc-default.md\tstarted"),
+        "{out}"
+    );
+    wait_for("both delivered", T, || env.messages(0).len() == 2);
+    // A daemon started afterwards adopts them and finishes the rest.
+    let d = start(&env);
+    wait_for("all three done", T, || {
+        env.files(0, "done")
+            .iter()
+            .filter(|f| f.ends_with(".md"))
+            .count()
+            == 3
+    });
+    // While it runs, scan refuses: the daemon holds the state dir.
+    let (code, _, err) = cli(&["scan", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("another claude-failover daemon"), "{err}");
+    stop(d);
+}
+
+#[test]
+fn hook_check_prints_the_decision() {
+    let (code, out, _) = cli(&["hook", "check", "git push --force origin main"]);
+    assert_eq!(code, 1);
+    assert!(
+        out.starts_with("block:") && out.contains("force-push"),
+        "{out}"
+    );
+    let (code, out, _) = cli(&["hook", "check", "git push --force-with-lease origin topic"]);
+    assert_eq!((code, out.trim()), (0, "allow"));
+    let (code, out, _) = cli(&["hook", "check", "--tool", "Write", "/etc/sudoers"]);
+    assert_eq!(code, 1, "{out}");
+}
