@@ -66,6 +66,7 @@ pub fn ensure_sessions(ctx: &Ctx) {
         .map(|s| (s.name.clone(), s.kind))
         .collect();
     let mut stop_later = Vec::new();
+    let mut finish_now = Vec::new();
     for (name, kind) in names {
         let exists = ctx.tmux.has_session(&name);
         if !exists && kind == SessionKind::Autonomous {
@@ -84,8 +85,22 @@ pub fn ensure_sessions(ctx: &Ctx) {
                 s.state,
                 SessionState::Working | SessionState::WaitingInput | SessionState::Limited
             );
+            // A crash mid-launch: if the conversation's transcript exists,
+            // claude took the message (it writes it at the first one).
+            let delivered = s.state == SessionState::Starting
+                && match (&s.transcript_path, &s.claude_session_id) {
+                    (Some(p), Some(id)) => p.ends_with(format!("{id}.jsonl")) && p.exists(),
+                    _ => false,
+                };
             match s.kind {
                 SessionKind::Autonomous if s.task.is_some() && busy && alive => {}
+                SessionKind::Autonomous if s.task.is_some() && delivered && alive => {
+                    log::info!("session {name}: its launch was cut short after the message was taken; adopting it");
+                    s.set_state(SessionState::Working);
+                    if std::mem::take(&mut s.early_stop) {
+                        finish_now.push(name.clone());
+                    }
+                }
                 SessionKind::Autonomous => {
                     if let Some(t) = s.task.take() {
                         log::info!("session {name}: its agent is gone or was mid-launch; {} goes back to the inbox", t.name);
@@ -111,6 +126,10 @@ pub fn ensure_sessions(ctx: &Ctx) {
         });
     }
     stop_leftovers(ctx, stop_later);
+    // Their turn ended before the crash; the Stop event is gone.
+    for name in finish_now {
+        crate::watcher::signal(ctx, &name, crate::watcher::Signal::TurnDone);
+    }
 }
 
 /// Stops leftover agents off the caller's thread.
@@ -413,7 +432,9 @@ fn claim(ctx: &Ctx, session: &str, task: &Task) -> Option<TaskRef> {
             s.project = Some(task.project.clone());
             s.account = Some(account);
             s.claude_session_id = None;
+            s.transcript_path = None;
             s.hooks_confirmed = false;
+            s.early_stop = false;
             s.set_state(SessionState::Starting);
         }
     });

@@ -21,6 +21,8 @@ pub const OVERRIDING_ENV: &[&str] = &[
 const POLL: Duration = Duration::from_millis(15);
 /// How long the agent gets to show that it took the message.
 const TAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a paste may take to show in the input line.
+const PASTE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A new conversation with a fixed id, or one to continue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,30 +206,50 @@ pub fn deliver(tmux: &Tmux, session: &str, text: &str) -> Result<(), LaunchError
     } else {
         text
     };
-    tmux.paste(session, text)?;
-    // Let the terminal app finish reading the paste before the Enter.
-    std::thread::sleep(Duration::from_millis(30));
+    // Phase 1: the paste must show in the input line before the Enter. An
+    // empty input line right after the paste may only mean the agent has
+    // not read it yet, so it proves nothing.
+    let mut pasted = false;
+    for _ in 0..2 {
+        tmux.paste(session, text)?;
+        if wait_input(tmux, session, PASTE_TIMEOUT, |line| !line.is_empty())? {
+            pasted = true;
+            break;
+        }
+        log::warn!("{session}: the paste did not show in the input line; pasting again");
+    }
+    if !pasted {
+        return Err(LaunchError::NotTaken);
+    }
+    // Phase 2: Enter submits it; the input line empties (or the screen
+    // changes to the working view).
     tmux.send_key(session, "Enter")?;
-    let first = text
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim();
-    let probe: String = first.chars().take(24).collect();
-    let deadline = Instant::now() + TAKE_TIMEOUT;
-    let mut retried = false;
-    let started = Instant::now();
+    if wait_input(tmux, session, TAKE_TIMEOUT / 2, str::is_empty)? {
+        return Ok(());
+    }
+    // The Enter raced the agent's reading of the paste; one more is safe.
+    tmux.send_key(session, "Enter")?;
+    if wait_input(tmux, session, TAKE_TIMEOUT / 2, str::is_empty)? {
+        Ok(())
+    } else {
+        Err(LaunchError::NotTaken)
+    }
+}
+
+/// Polls the input line until `done` holds for it (or the screen shows no
+/// input line: the agent is busy). False on timeout; an error when the
+/// agent exits.
+fn wait_input(
+    tmux: &Tmux,
+    session: &str,
+    timeout: Duration,
+    done: impl Fn(&str) -> bool,
+) -> Result<bool, LaunchError> {
+    let deadline = Instant::now() + timeout;
     loop {
         let screen = tmux.capture(session)?;
-        match input_line(&screen) {
-            None => return Ok(()),
-            Some(line) => {
-                let pending =
-                    line.contains("[Pasted text") || (!probe.is_empty() && line.contains(&probe));
-                if !pending {
-                    return Ok(());
-                }
-            }
+        if input_line(&screen).is_none_or(&done) {
+            return Ok(true);
         }
         if tmux.pane_info(session)?.dead {
             return Err(LaunchError::Exited {
@@ -236,13 +258,7 @@ pub fn deliver(tmux: &Tmux, session: &str, text: &str) -> Result<(), LaunchError
             });
         }
         if Instant::now() >= deadline {
-            return Err(LaunchError::NotTaken);
-        }
-        if !retried && started.elapsed() > Duration::from_secs(1) {
-            // The Enter raced the paste; one more is safe, an empty input
-            // line ignores it.
-            retried = true;
-            tmux.send_key(session, "Enter")?;
+            return Ok(false);
         }
         std::thread::sleep(POLL);
     }
@@ -333,11 +349,18 @@ pub fn stop_with(
     }
     let _ = tmux.send_key(session, "Escape");
     std::thread::sleep(Duration::from_millis(100));
-    let _ = tmux.send_literal(session, "/exit");
-    std::thread::sleep(Duration::from_millis(30));
-    let _ = tmux.send_key(session, "Enter");
-    if wait_gone(timeout / 2) {
-        return Ok(());
+    // Typing `/exit` after text left in the input line (a paste whose Enter
+    // never came) would submit both as a message: SIGTERM instead.
+    let clean = tmux
+        .capture(session)
+        .is_ok_and(|screen| input_line(&screen).is_none_or(str::is_empty));
+    if clean {
+        let _ = tmux.send_literal(session, "/exit");
+        std::thread::sleep(Duration::from_millis(30));
+        let _ = tmux.send_key(session, "Enter");
+        if wait_gone(timeout / 2) {
+            return Ok(());
+        }
     }
     log::info!("agent in {session} did not leave on /exit; sending SIGTERM");
     sigterm(tmux);

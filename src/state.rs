@@ -119,8 +119,9 @@ pub struct Session {
     /// Whether a stuck/waiting report was already raised for this state.
     #[serde(skip)]
     pub reported: bool,
-    /// The turn ended while the launch was still being confirmed.
-    #[serde(skip)]
+    /// The turn ended while the launch was still being confirmed (kept
+    /// across a crash: the Stop event is consumed by then).
+    #[serde(default)]
     pub early_stop: bool,
 }
 

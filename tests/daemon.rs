@@ -597,11 +597,18 @@ fn kill_dash_nine_in_a_loop_loses_nothing() {
     for i in 0..n {
         env.task(i % 2, &format!("k{i:02}.md"), "@fake:sleep=0.3");
     }
+    let log = env.root().join("daemon.log");
     let spawn = || {
+        let err = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         Command::new(env!("CARGO_BIN_EXE_claude-failover"))
             .args(["run", "-c"])
             .arg(&cfg)
-            .stderr(Stdio::null())
+            .env("RUST_LOG", "debug")
+            .stderr(err)
             .spawn()
             .unwrap()
     };
