@@ -754,3 +754,29 @@ fn hook_check_prints_the_decision() {
     let (code, out, _) = cli(&["hook", "check", "--tool", "Write", "/etc/sudoers"]);
     assert_eq!(code, 1, "{out}");
 }
+
+#[test]
+fn checkpoints_record_what_a_failover_needs() {
+    let mut env = Env::new(1, 1);
+    env.extra = "checkpoint: { interval: 200ms, keep: 7d }\n".into();
+    let d = start(&env);
+    env.task(0, "cp.md", "@fake:sleep=30 @fake:nostop");
+    wait_for("cp.md delivered", T, || {
+        deliveries(&env).contains_key("cp.md")
+    });
+    let file = env.state_dir.join("checkpoints/t-1.json");
+    wait_for("a checkpoint of the working session", T, || {
+        fs::read_to_string(&file).is_ok_and(|t| t.contains("\"working\""))
+    });
+    let cp: Value = serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
+    let rec = &env.log(0, "message")[0];
+    assert_eq!(cp["task"], "cp.md");
+    assert_eq!(cp["account"], "main");
+    assert_eq!(cp["project"], env.projects[0].display().to_string());
+    assert_eq!(cp["claude_session_id"], rec["session_id"]);
+    assert!(cp["transcript_path"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("{}.jsonl", rec["session_id"].as_str().unwrap())));
+    stop(d);
+}
