@@ -314,14 +314,28 @@ pub fn render_message(template: &str, task: &crate::task::Task) -> String {
 /// has not left within half of `timeout`. Never SIGKILL: a kill during a
 /// token refresh can log the whole account out. Ok when no agent runs.
 pub fn stop_agent(tmux: &Tmux, session: &str, timeout: Duration) -> Result<(), String> {
+    // Bound to this agent's process: once it is gone the session may get a
+    // new agent, which must not receive our keys or our SIGTERM.
+    let Some(pid) = tmux.agent_pid(session) else {
+        return Ok(());
+    };
     let gone = |tmux: &Tmux| match tmux.pane_info(session) {
-        Ok(info) => info.dead,
+        Ok(info) => info.dead || info.pid != Some(pid),
         Err(TmuxError::Gone(_)) => true,
         Err(_) => false,
     };
-    stop_with(tmux, session, timeout, gone, |tmux| {
-        terminate(tmux, session)
-    })
+    let sigterm = |tmux: &Tmux| {
+        if tmux.agent_pid(session) == Some(pid) {
+            // SAFETY: kill(2) with the agent's pid from tmux and a plain signal.
+            if unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) } != 0 {
+                log::warn!(
+                    "cannot SIGTERM agent {pid} in {session}: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    };
+    stop_with(tmux, session, timeout, gone, sigterm)
 }
 
 /// The stop sequence, for any kind of pane: `gone` says the agent has left,

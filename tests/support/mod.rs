@@ -47,6 +47,10 @@ pub struct Env {
 
 impl Env {
     pub fn new(projects: usize, sessions: u32) -> Env {
+        // The daemon's log, shown with a failing test's output.
+        let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+            .is_test(true)
+            .try_init();
         let dir = tempfile::Builder::new().prefix("cf-e2e").tempdir().unwrap();
         // Canonical: claude's cwd is the physical path.
         let root = fs::canonicalize(dir.path()).unwrap();
