@@ -668,11 +668,13 @@ cf_sysish() {
 		d=${d%/*}
 		p=${d:-/}
 	fi
+	# HOME first: a home folder under /tmp or /var/tmp is still home.
+	[[ $p == "$CF_HOME" || $p == "$CF_HOME"/.* || $CF_HOME == "$p"/* ]] && return 0
 	case $p in
 	/tmp | /tmp/* | /var/tmp | /var/tmp/* | /dev/shm | /dev/shm/*) return 1 ;;
 	/ | /etc | /etc/* | /usr | /usr/* | /var | /var/* | /bin | /bin/* | /sbin | /sbin/* | /lib* | /boot | /boot/* | /opt | /opt/* | /srv | /srv/* | /root | /root/* | /home | /dev | /dev/* | /sys | /sys/* | /proc | /proc/* | /snap | /snap/* | /run | /run/*) return 0 ;;
 	esac
-	[[ $p == "$CF_HOME" || $p == "$CF_HOME"/.* || $CF_HOME == "$p"/* ]]
+	return 1
 }
 
 # cf_what [pipe] -> REPLY: the simple command (or pipeline) being judged, as written.

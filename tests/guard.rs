@@ -17,13 +17,14 @@ fn hook() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("hook.sh")
 }
 
-/// Temporary folders live under target/tmp: a HOME under /tmp would make /tmp
-/// one of HOME's ancestors, which the guard protects.
+/// Temporary folders live under /var/tmp, wherever the checkout is: a HOME
+/// under /tmp would make /tmp one of HOME's ancestors, which the guard
+/// protects, and the corpus expects `rm -rf /tmp/*` to pass.
 fn tmpdir() -> tempfile::TempDir {
     tempfile::Builder::new()
-        .prefix("guard-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("temp dir")
+        .prefix("cf-guard-")
+        .tempdir_in("/var/tmp")
+        .expect("temp dir in /var/tmp")
 }
 
 struct Out {
