@@ -163,6 +163,21 @@ impl Ctx {
     }
 }
 
+/// The operator's sessions get the guard too (and so report their events,
+/// recognised by their tmux pane): their agents also skip permissions.
+fn deploy_dedicated_guards(ctx: &Ctx) {
+    let cfg = ctx.config();
+    for d in &cfg.pool.dedicated {
+        if let Err(e) = crate::guard::deploy(&d.project, cfg.guard.mode, Some(&cfg.events_dir())) {
+            log::warn!(
+                "cannot deploy the guard for dedicated session {} in {}: {e}",
+                d.name,
+                d.project.display()
+            );
+        }
+    }
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
@@ -214,6 +229,7 @@ impl Daemon {
         ctx.update(|_| ());
         crate::dispatcher::ensure_sessions(&ctx);
         crate::dispatcher::requeue_orphans(&ctx);
+        deploy_dedicated_guards(&ctx);
 
         let mut threads = Vec::new();
         let spawn = |name: &'static str,

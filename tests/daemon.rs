@@ -780,3 +780,54 @@ fn checkpoints_record_what_a_failover_needs() {
         .ends_with(&format!("{}.jsonl", rec["session_id"].as_str().unwrap())));
     stop(d);
 }
+
+#[test]
+fn an_agent_started_by_hand_in_a_dedicated_session_is_guarded_and_recognised() {
+    let mut env = Env::new(1, 0);
+    let project = env.projects[0].clone();
+    env.pool_extra = format!(
+        "  dedicated: [ {{ name: op, project: '{}' }} ]\n",
+        project.display()
+    );
+    let tmux = env.tmux();
+    tmux.new_session("op", &project).unwrap();
+    let d = start(&env);
+    let hook = project.join(".claude/hooks/claude-failover.sh");
+    assert!(
+        hook.exists(),
+        "guard not deployed into the dedicated project"
+    );
+    // The operator starts claude by hand: none of the daemon's variables.
+    let acct = &env.accounts[0].1;
+    claude_failover::account::prepare(acct, &project).unwrap();
+    let id = "0b6c5e0e-8f2a-4c4e-9a57-3c1d2e4f5a6b";
+    let mut kv = std::ffi::OsString::from("CLAUDE_CONFIG_DIR=");
+    kv.push(acct);
+    let out = env
+        .tmux_cmd()
+        .args(["respawn-pane", "-k", "-t", "=op:", "-c"])
+        .arg(&project)
+        .arg("-e")
+        .arg(kv)
+        .arg("--")
+        .arg(support::fake_claude())
+        .args([
+            "--model",
+            "sonnet",
+            "--dangerously-skip-permissions",
+            "--session-id",
+            id,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("its SessionStart attributed to `op` by pane", T, || {
+        d.ctx.state().sessions["op"].claude_session_id.as_deref() == Some(id)
+    });
+    assert!(env.messages(0).is_empty(), "never dispatched into");
+    stop(d);
+}

@@ -43,6 +43,8 @@ pub struct Env {
     pub watcher_interval: &'static str,
     pub max_attempts: u32,
     pub guard: String,
+    /// Extra lines under `pool:` (e.g. `  dedicated: [...]`).
+    pub pool_extra: String,
 }
 
 impl Env {
@@ -79,6 +81,7 @@ impl Env {
             watcher_interval: "300ms",
             max_attempts: 3,
             guard: "{ mode: enforce }".into(),
+            pool_extra: String::new(),
             dir,
         }
     }
@@ -103,7 +106,7 @@ impl Env {
              tmux: {{ socket: '{sock}' }}\n\
              agent:\n  command: '{fake}'\n  prompt_timeout: 10s\n\
              projects:\n{projects}\n\
-             pool:\n  autonomous: {{ prefix: t-, start_index: 1, max: {sessions} }}\n\
+             pool:\n  autonomous: {{ prefix: t-, start_index: 1, max: {sessions} }}\n{pool_extra}\
              dispatcher: {{ scan_interval: 1h, cooldown: 1s, max_attempts: {attempts} }}\n\
              watcher: {{ interval: {wi} }}\n\
              accounts:\n{accounts}\n\
@@ -116,6 +119,7 @@ impl Env {
             fake = fake_claude().display(),
             projects = projects.join("\n"),
             sessions = self.sessions,
+            pool_extra = self.pool_extra,
             attempts = self.max_attempts,
             wi = self.watcher_interval,
             accounts = accounts.join("\n"),
