@@ -168,7 +168,7 @@ struct Watcher {
     /// Per session: the agent's pid and how many limit lines its screen
     /// showed that are old news. A resumed conversation redraws its history,
     /// limit line included; only a line beyond those counts.
-    limit_base: HashMap<String, (Option<u32>, usize)>,
+    limit_base: HashMap<String, ((Option<u32>, Option<String>), usize)>,
 }
 
 impl Watcher {
@@ -273,13 +273,18 @@ impl Watcher {
             return;
         };
         let limits = cfg.agent.limit_pattern.0.find_iter(&screen).count();
+        // An agent is its pane's process and its account; an agent in the
+        // operator's shell keeps the shell's pid, so the account tells a
+        // relaunch there. A relaunch resumes a conversation, history included.
+        let agent = (pane.pid, s.account.clone());
         let base = match self.limit_base.get_mut(&s.name) {
-            Some(b) if b.0 == pane.pid => b,
-            _ => {
-                let resumed = pane.start_command.contains("--resume");
+            Some(b) if b.0 == agent => b,
+            previous => {
+                let relaunched = previous.is_some() && s.kind == SessionKind::Dedicated;
+                let resumed = relaunched || pane.start_command.contains("--resume");
                 self.limit_base
                     .entry(s.name.clone())
-                    .insert_entry((pane.pid, if resumed { limits } else { 0 }))
+                    .insert_entry((agent, if resumed { limits } else { 0 }))
                     .into_mut()
             }
         };
@@ -451,6 +456,21 @@ fn pane_shows_limit(ctx: &Ctx, name: &str) -> bool {
 
 /// Applies a signal: transition, then its action.
 pub fn signal(ctx: &Ctx, name: &str, sig: Signal) {
+    // The transcript lives under the account's config dir: how a session
+    // started by hand tells which account it runs on.
+    let account_of_transcript = match &sig {
+        Signal::Started {
+            transcript: Some(t),
+            ..
+        } => {
+            let cfg = ctx.config();
+            cfg.accounts
+                .iter()
+                .find(|a| t.starts_with(&a.config_dir))
+                .map(|a| a.name.clone())
+        }
+        _ => None,
+    };
     let (action, session) = ctx
         .update(|st| {
             let s = st.sessions.get_mut(name)?;
@@ -462,6 +482,9 @@ pub fn signal(ctx: &Ctx, name: &str, sig: Signal) {
                 s.claude_session_id = Some(claude_session_id.clone());
                 if transcript.is_some() {
                     s.transcript_path = transcript.clone();
+                }
+                if account_of_transcript.is_some() {
+                    s.account = account_of_transcript.clone();
                 }
                 s.hooks_confirmed = true;
             }

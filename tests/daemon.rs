@@ -828,6 +828,116 @@ fn an_agent_started_by_hand_in_a_dedicated_session_is_guarded_and_recognised() {
     wait_for("its SessionStart attributed to `op` by pane", T, || {
         d.ctx.state().sessions["op"].claude_session_id.as_deref() == Some(id)
     });
+    assert_eq!(
+        d.ctx.state().sessions["op"].account.as_deref(),
+        Some("main"),
+        "account from the transcript path"
+    );
     assert!(env.messages(0).is_empty(), "never dispatched into");
+    stop(d);
+}
+
+#[test]
+fn a_dedicated_session_at_its_limit_moves_to_the_backup_account_in_its_shell() {
+    let mut env = Env::new(1, 0);
+    let project = env.projects[0].clone();
+    env.pool_extra = format!(
+        "  dedicated: [ {{ name: op, project: '{}' }} ]\n",
+        project.display()
+    );
+    let tmux = env.tmux();
+    // The operator's session: a login shell in the project.
+    let out = env
+        .tmux_cmd()
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            "op",
+            "-x",
+            "200",
+            "-y",
+            "50",
+            "-c",
+        ])
+        .arg(&project)
+        .args(["bash", "--norc", "--noprofile"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let d = start(&env);
+    let (main, backup) = (env.accounts[0].1.clone(), env.accounts[1].1.clone());
+    claude_failover::account::prepare(&main, &project).unwrap();
+    let id = "5f0c1d2e-3a4b-4c5d-8e6f-7a8b9c0d1e2f";
+    // The operator starts claude by hand on the main account.
+    let cmd = format!(
+        "CLAUDE_CONFIG_DIR='{}' '{}' --model sonnet --dangerously-skip-permissions --session-id {id}",
+        main.display(),
+        support::fake_claude().display()
+    );
+    tmux.send_literal("op", &cmd).unwrap();
+    tmux.send_key("op", "Enter").unwrap();
+    wait_for("the operator's agent ready", T, || {
+        !env.log(0, "ready").is_empty()
+    });
+    // A first message, so the conversation exists, then the usage limit.
+    tmux.paste("op", "hello").unwrap();
+    wait_for("paste shown", T, || {
+        tmux.capture("op").unwrap().contains("hello")
+    });
+    tmux.send_key("op", "Enter").unwrap();
+    wait_for("first answer", T, || env.messages(0).len() == 1);
+    tmux.paste("op", "@fake:limit").unwrap();
+    wait_for("paste shown", T, || {
+        tmux.capture("op").unwrap().contains("@fake:limit")
+    });
+    tmux.send_key("op", "Enter").unwrap();
+    // The daemon moves it: same conversation, backup account, same shell.
+    wait_for(
+        "the agent resumed on the backup account",
+        Duration::from_secs(30),
+        || {
+            env.log(1, "start")
+                .iter()
+                .any(|r| r["session_id"] == id && r["resumed"] == true)
+        },
+    );
+    let start = env
+        .log(1, "start")
+        .into_iter()
+        .find(|r| r["session_id"] == id)
+        .unwrap();
+    assert_eq!(
+        start["env"]["CLAUDE_CONFIG_DIR"],
+        backup.display().to_string()
+    );
+    assert_eq!(start["cwd"], project.display().to_string());
+    assert_eq!(d.ctx.state().active_account, "backup");
+    assert!(
+        env.log(0, "exit").iter().any(|r| r["session_id"] == id),
+        "the old agent was stopped"
+    );
+    // The resumed conversation redraws its old limit line: history, not a new limit.
+    wait_for("op working on the backup", T, || {
+        let st = d.ctx.state();
+        let s = &st.sessions["op"];
+        s.account.as_deref() == Some("backup")
+            && s.state != claude_failover::state::SessionState::Limited
+    });
+    // Over several watcher passes (300 ms each) it stays out of Limited and
+    // nothing fails over again.
+    let until = std::time::Instant::now() + Duration::from_millis(1500);
+    while std::time::Instant::now() < until {
+        let st = d.ctx.state();
+        assert_ne!(
+            st.sessions["op"].state,
+            claude_failover::state::SessionState::Limited,
+            "old limit line taken for a new one"
+        );
+        assert!(st.metrics.failovers <= 1, "failed over again");
+        drop(st);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(d.ctx.state().metrics.failovers, 1);
     stop(d);
 }
