@@ -160,6 +160,9 @@ pub fn run(ctx: Arc<Ctx>, rx: Receiver<WatchMsg>) {
     drop(watch);
 }
 
+/// One agent as the watcher tells them apart: its pane's pid and account.
+type Agent = (Option<u32>, Option<String>);
+
 /// What the watcher remembers between ticks (not persisted).
 #[derive(Default)]
 struct Watcher {
@@ -168,7 +171,7 @@ struct Watcher {
     /// Per session: the agent's pid and how many limit lines its screen
     /// showed that are old news. A resumed conversation redraws its history,
     /// limit line included; only a line beyond those counts.
-    limit_base: HashMap<String, ((Option<u32>, Option<String>), usize)>,
+    limit_base: HashMap<String, (Agent, usize)>,
 }
 
 impl Watcher {
