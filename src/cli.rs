@@ -5,7 +5,6 @@ use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use crate::config::Config;
 
@@ -272,7 +271,6 @@ fn scan(cfg: Config, dry_run: bool) -> Result<ExitCode, String> {
     if started.is_empty() {
         println!("nothing to dispatch");
     }
-    std::thread::sleep(Duration::from_millis(0));
     Ok(if failed {
         ExitCode::from(1)
     } else {
