@@ -5,7 +5,7 @@
 //! dispatching elsewhere, and reports back with `DispatchMsg::Launched`.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -605,12 +605,6 @@ pub fn scan_once(ctx: &Arc<Ctx>) -> Vec<(String, String, Result<(), String>)> {
         out.push((session, task.name.clone(), shown));
     }
     out
-}
-
-/// Whether `p` is one of the project inboxes (for tests and status).
-pub fn is_inbox(p: &Path) -> bool {
-    p.file_name().is_some_and(|n| n == "inbox")
-        && p.parent().is_some_and(|a| a.ends_with(".agent-queue"))
 }
 
 /// `scan --dry-run`: the plan without moving or starting anything.

@@ -67,10 +67,6 @@ impl Tmux {
         Tmux { socket }
     }
 
-    pub fn socket(&self) -> Option<&Path> {
-        self.socket.as_deref()
-    }
-
     fn cmd(&self) -> Command {
         let mut c = Command::new("tmux");
         if let Some(s) = &self.socket {
@@ -121,15 +117,6 @@ impl Tmux {
 
     pub fn has_session(&self, name: &str) -> bool {
         self.run(["has-session", "-t", &Self::target(name)]).is_ok()
-    }
-
-    /// Names of all sessions on the server; empty when no server runs.
-    pub fn list_sessions(&self) -> Result<Vec<String>> {
-        match self.run(["list-sessions", "-F", "#{session_name}"]) {
-            Ok(out) => Ok(out.lines().map(str::to_string).collect()),
-            Err(TmuxError::Gone(_)) => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
     }
 
     /// Creates a detached session in `cwd` running the default shell, with
@@ -301,10 +288,6 @@ impl Tmux {
     pub fn kill_session(&self, name: &str) -> Result<()> {
         self.run(["kill-session", "-t", &Self::target(name)])
             .map(|_| ())
-    }
-
-    pub fn kill_server(&self) -> Result<()> {
-        self.run(["kill-server"]).map(|_| ())
     }
 
     /// The process running in the pane of a session when it has an agent.
