@@ -151,7 +151,7 @@ fn stop_leftovers(ctx: &Ctx, names: Vec<String>) {
 }
 
 /// Puts a claimed task back in the inbox, logging what cannot be done.
-fn requeue(t: &TaskRef) {
+pub(crate) fn requeue(t: &TaskRef) {
     match t.queue().unclaim(&t.name) {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -98,6 +98,8 @@ pub fn transition(s: &Session, sig: &Signal) -> (Option<SessionState>, Action) {
         }
         (_, Signal::AgentGone(_)) if s.kind == SessionKind::Dedicated => (Some(Idle), Action::None),
         (Dead, Signal::SessionPresent) => (Some(Idle), Action::Freed),
+        // A launch in flight finds out itself (and puts its task back).
+        (Starting, Signal::SessionGone) => (None, Action::None),
         (_, Signal::SessionGone) if s.kind == SessionKind::Autonomous => {
             (Some(Dead), Action::Recreate)
         }
@@ -553,12 +555,19 @@ fn act(ctx: &Ctx, s: &Session, action: Action) {
             let home = std::env::var_os("HOME")
                 .map(std::path::PathBuf::from)
                 .unwrap_or_else(|| "/".into());
-            if s.task.is_some() {
-                act(
-                    ctx,
-                    s,
-                    Action::Requeue(format!("tmux session {} disappeared", s.name)),
+            // Not the task's fault: back to the inbox without an attempt.
+            if let Some(t) = &s.task {
+                log::warn!(
+                    "{}: tmux session disappeared; {} goes back to the inbox",
+                    s.name,
+                    t.name
                 );
+                ctx.update(|st| {
+                    if let Some(x) = st.sessions.get_mut(&s.name) {
+                        x.task = None;
+                    }
+                });
+                crate::dispatcher::requeue(t);
             }
             match ctx.tmux.new_session(&s.name, &home) {
                 Ok(()) => {
@@ -832,6 +841,12 @@ mod tests {
             transition(&with_task(SessionState::Limited), &Signal::LimitShown),
             (None, Action::None)
         );
+    }
+
+    #[test]
+    fn a_launch_in_flight_owns_its_gone_session() {
+        let s = with_task(SessionState::Starting);
+        assert_eq!(transition(&s, &Signal::SessionGone), (None, Action::None));
     }
 
     #[test]
