@@ -190,10 +190,12 @@ fn wait_until<T>(what: &str, f: impl Fn() -> Option<T>) -> T {
     }
 }
 
-/// JSON lines of a file (missing file: none).
+/// JSON lines of a file (missing file: none). Only finished lines count:
+/// the writer may be in the middle of the last one.
 fn json_lines(p: &Path) -> Vec<serde_json::Value> {
-    fs::read_to_string(p)
-        .unwrap_or_default()
+    let text = fs::read_to_string(p).unwrap_or_default();
+    let finished = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    finished
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
