@@ -364,7 +364,7 @@ pub fn plan(ctx: &Ctx, dry_run: bool) -> Vec<(String, Task)> {
     let (tasks, bad) = pending_tasks(&cfg, dry_run);
     if !dry_run {
         for (project, name, reason) in bad {
-            ctx.update(|st| st.metrics.tasks_failed += 1);
+            ctx.state().metrics.tasks_failed += 1;
             ctx.notify(
                 Notice::new("task_failed", format!("{reason}; moved to failed/"))
                     .field("task", name)

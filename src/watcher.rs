@@ -731,7 +731,7 @@ fn guard_record(ctx: &Ctx, name: &str, g: GuardRecord) {
         log::error!("cannot append to {}: {e}", audit.display());
     }
     if g.decision != "block" {
-        ctx.update(|st| st.metrics.guard_warns += 1);
+        ctx.state().metrics.guard_warns += 1;
         return;
     }
     let now = now_secs();
