@@ -755,3 +755,48 @@ fn a_server_throttle_is_retried_in_place() {
     assert!(resumed(&s.env, 1).is_empty());
     stop(d);
 }
+
+#[test]
+fn quota_command_polls_every_account_once_and_prints_them() {
+    let s = Setup::new(1, 0);
+    s.server.usage("tok-main", 37.5, 12.0);
+    s.server.usage("tok-backup", 91.0, 40.0);
+    let cfg = s.env.root().join("config.yaml");
+    fs::write(&cfg, s.yaml()).unwrap();
+    let run = |json: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_claude-failover"));
+        c.arg("quota").arg("-c").arg(&cfg);
+        if json {
+            c.arg("--json");
+        }
+        c.output().unwrap()
+    };
+    let out = run(true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = doc.to_string();
+    assert!(text.contains("37.5") && text.contains("91"), "{text}");
+    assert_eq!(s.server.requests("tok-main"), 1);
+    assert_eq!(s.server.requests("tok-backup"), 1);
+    let out = run(false);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        table.contains("main") && table.contains("backup") && table.contains("37"),
+        "{table}"
+    );
+    // No account readable: exit 1.
+    s.server.set("tok-main", Mode::Unauthorized);
+    s.server.set("tok-backup", Mode::Unauthorized);
+    let out = run(false);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
