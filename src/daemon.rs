@@ -48,6 +48,8 @@ pub enum WatchMsg {
     Check,
     /// Stop the agent in this session and free it (`POST /sessions/NAME/recycle`).
     Recycle(String),
+    /// A stop thread saw this session's agent leave.
+    Stopped(String),
 }
 
 /// What every component thread shares.

@@ -125,28 +125,12 @@ pub fn ensure_sessions(ctx: &Ctx) {
             }
         });
     }
-    stop_leftovers(ctx, stop_later);
+    for name in stop_later {
+        crate::watcher::stop_in_background(ctx, &name);
+    }
     // Their turn ended before the crash; the Stop event is gone.
     for name in finish_now {
         crate::watcher::signal(ctx, &name, crate::watcher::Signal::TurnDone);
-    }
-}
-
-/// Stops leftover agents off the caller's thread.
-fn stop_leftovers(ctx: &Ctx, names: Vec<String>) {
-    for name in names {
-        let tmux = ctx.tmux.clone();
-        let timeout = ctx.config().failover.stop_timeout.get();
-        let spawned = std::thread::Builder::new()
-            .name(format!("stop-{name}"))
-            .spawn(move || {
-                if let Err(e) = launch::stop_agent(&tmux, &name, timeout) {
-                    log::error!("{e}");
-                }
-            });
-        if let Err(e) = spawned {
-            log::error!("cannot start a thread to stop an agent: {e}");
-        }
     }
 }
 

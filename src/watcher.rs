@@ -150,6 +150,7 @@ pub fn run(ctx: Arc<Ctx>, rx: Receiver<WatchMsg>) {
                     w.check(&ctx);
                 }
                 Ok(WatchMsg::Recycle(name)) => recycle(&ctx, &name, "operator request"),
+                Ok(WatchMsg::Stopped(name)) => signal(&ctx, &name, Signal::AgentGone("stopped".into())),
                 Err(_) => break,
             },
             default(timeout) => {
@@ -397,11 +398,11 @@ fn apply_record(ctx: &Ctx, rec: events::Record) {
                 log::debug!("{name}: ignoring {ev:?} from an earlier conversation");
                 return;
             }
-            ctx.update(|st| {
-                if let Some(s) = st.sessions.get_mut(&name) {
-                    s.last_activity = rec.at / 1000;
-                }
-            });
+            // Persisted with the signal's transition just below: one write
+            // per event, not two.
+            if let Some(s) = ctx.state().sessions.get_mut(&name) {
+                s.last_activity = rec.at / 1000;
+            }
             let sig = match ev {
                 HookEvent::SessionStart {
                     session_id,
@@ -646,7 +647,7 @@ pub fn finish(ctx: &Ctx, s: &Session) {
 }
 
 /// Stops the agent in `name` and frees the session, off the caller's thread.
-fn stop_in_background(ctx: &Ctx, name: &str) {
+pub(crate) fn stop_in_background(ctx: &Ctx, name: &str) {
     let tmux = ctx.tmux.clone();
     let timeout = ctx.config().failover.stop_timeout.get();
     let to_watcher = ctx.to_watcher.clone();
@@ -654,12 +655,14 @@ fn stop_in_background(ctx: &Ctx, name: &str) {
     let spawned = std::thread::Builder::new()
         .name(format!("stop-{name}"))
         .spawn(move || {
-            if let Err(e) = launch::stop_agent(&tmux, &n, timeout) {
-                log::error!("{e}");
+            // Say which agent left rather than have the watcher poll tmux
+            // for every session. One that would not leave stays `stopping`.
+            match launch::stop_agent(&tmux, &n, timeout) {
+                Ok(()) => {
+                    let _ = to_watcher.send(WatchMsg::Stopped(n));
+                }
+                Err(e) => log::error!("{e}"),
             }
-            // The watcher sees the dead pane and frees the session; ask now
-            // rather than at the next tick.
-            let _ = to_watcher.send(WatchMsg::Check);
         });
     if let Err(e) = spawned {
         log::error!("cannot start a thread to stop {name}: {e}");

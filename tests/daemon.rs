@@ -781,16 +781,43 @@ fn checkpoints_record_what_a_failover_needs() {
     stop(d);
 }
 
-#[test]
-fn an_agent_started_by_hand_in_a_dedicated_session_is_guarded_and_recognised() {
+/// One project and the operator's dedicated session `op`: a plain shell in
+/// the project, on the test's tmux server, before the daemon starts.
+fn with_operator_session() -> (Env, std::path::PathBuf) {
     let mut env = Env::new(1, 0);
     let project = env.projects[0].clone();
     env.pool_extra = format!(
         "  dedicated: [ {{ name: op, project: '{}' }} ]\n",
         project.display()
     );
-    let tmux = env.tmux();
-    tmux.new_session("op", &project).unwrap();
+    let out = env
+        .tmux_cmd()
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            "op",
+            "-x",
+            "200",
+            "-y",
+            "50",
+            "-c",
+        ])
+        .arg(&project)
+        .args(["bash", "--norc", "--noprofile"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (env, project)
+}
+
+#[test]
+fn an_agent_started_by_hand_in_a_dedicated_session_is_guarded_and_recognised() {
+    let (env, project) = with_operator_session();
     let d = start(&env);
     let hook = project.join(".claude/hooks/claude-failover.sh");
     assert!(
@@ -839,32 +866,8 @@ fn an_agent_started_by_hand_in_a_dedicated_session_is_guarded_and_recognised() {
 
 #[test]
 fn a_dedicated_session_at_its_limit_moves_to_the_backup_account_in_its_shell() {
-    let mut env = Env::new(1, 0);
-    let project = env.projects[0].clone();
-    env.pool_extra = format!(
-        "  dedicated: [ {{ name: op, project: '{}' }} ]\n",
-        project.display()
-    );
+    let (env, project) = with_operator_session();
     let tmux = env.tmux();
-    // The operator's session: a login shell in the project.
-    let out = env
-        .tmux_cmd()
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            "op",
-            "-x",
-            "200",
-            "-y",
-            "50",
-            "-c",
-        ])
-        .arg(&project)
-        .args(["bash", "--norc", "--noprofile"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
     let d = start(&env);
     let (main, backup) = (env.accounts[0].1.clone(), env.accounts[1].1.clone());
     claude_failover::account::prepare(&main, &project).unwrap();

@@ -17,7 +17,7 @@ use claude_failover::daemon::{Daemon, FailoverMsg};
 use claude_failover::state::SessionState;
 use claude_failover::timefmt::{now_ms, now_secs, rfc3339};
 use serde_json::Value;
-use support::{fake_claude, wait_for, Env};
+use support::{wait_for, Env};
 
 const T: Duration = Duration::from_secs(25);
 
@@ -209,7 +209,6 @@ pub struct Setup {
 
 impl Setup {
     pub fn new(projects: usize, sessions: u32) -> Setup {
-        let _ = env_logger::builder().is_test(true).try_init();
         let env = Env::new(projects, sessions);
         let server = Server::start();
         for (name, dir) in &env.accounts {
@@ -229,42 +228,23 @@ impl Setup {
         self.env.root().join("shared")
     }
 
+    /// The support builder's config with this server as the usage API and
+    /// webhook, and quick failover timings.
     pub fn yaml(&self) -> String {
-        let e = &self.env;
-        let projects: Vec<String> = e
-            .projects
-            .iter()
-            .map(|p| format!("  - '{}'", p.display()))
-            .collect();
-        let accounts: Vec<String> = e
-            .accounts
-            .iter()
-            .map(|(n, d)| format!("  - {{ name: {n}, config_dir: '{}' }}", d.display()))
-            .collect();
-        format!(
-            "state_dir: '{state}'\n\
-             tmux: {{ socket: '{sock}' }}\n\
-             agent:\n  command: '{fake}'\n  prompt_timeout: 10s\n\
-             projects:\n{projects}\n\
-             pool:\n  autonomous: {{ prefix: t-, start_index: 1, max: {sessions} }}\n\
-             dispatcher: {{ scan_interval: 1h, cooldown: 1s }}\n\
-             watcher: {{ interval: 300ms }}\n\
-             accounts:\n{accounts}\n\
-             quota: {{ endpoint: '{url}/usage', poll_interval: {poll}, timeout: 1s }}\n\
-             failover: {{ shared_transcripts: '{shared}', stop_timeout: 4s, cooldown: {cooldown}, throttle_pause: 1s, retry_interval: 2s }}\n\
-             notify: {{ webhooks: [ {{ url: '{url}/hook' }} ], dedup_window: 0s }}\n\
-             control: {{ listen: '' }}\n",
-            state = e.state_dir.display(),
-            sock = e.sock.display(),
-            fake = fake_claude().display(),
-            projects = projects.join("\n"),
-            sessions = e.sessions,
-            accounts = accounts.join("\n"),
-            url = self.server.url,
-            poll = self.poll,
-            shared = self.shared().display(),
-            cooldown = self.cooldown,
-        )
+        let quota = format!(
+            "{{ endpoint: '{}/usage', poll_interval: {}, timeout: 1s }}",
+            self.server.url, self.poll
+        );
+        let failover = format!(
+            "{{ shared_transcripts: '{}', stop_timeout: 4s, cooldown: {}, throttle_pause: 1s, retry_interval: 2s }}",
+            self.shared().display(),
+            self.cooldown
+        );
+        let extra = format!(
+            "notify: {{ webhooks: [ {{ url: '{}/hook' }} ], dedup_window: 0s }}\n",
+            self.server.url
+        );
+        self.env.yaml_with(&quota, &failover, &extra)
     }
 
     pub fn start(&self) -> Daemon {

@@ -31,6 +31,11 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// The temp dir's physical path (claude's cwd is the physical path).
+fn root_of(dir: &TempDir) -> PathBuf {
+    fs::canonicalize(dir.path()).unwrap()
+}
+
 pub struct Env {
     pub dir: TempDir,
     pub sock: PathBuf,
@@ -87,10 +92,24 @@ impl Env {
     }
 
     pub fn root(&self) -> PathBuf {
-        fs::canonicalize(self.dir.path()).unwrap()
+        root_of(&self.dir)
     }
 
     pub fn yaml(&self) -> String {
+        let failover = format!(
+            "{{ shared_transcripts: '{}', stop_timeout: 4s }}",
+            self.root().join("shared").display()
+        );
+        self.yaml_with(
+            "{ endpoint: 'http://127.0.0.1:9/usage' }",
+            &failover,
+            &self.extra,
+        )
+    }
+
+    /// The config with these `quota:` and `failover:` values (flow
+    /// mappings) and `extra` top-level lines.
+    pub fn yaml_with(&self, quota: &str, failover: &str, extra: &str) -> String {
         let projects: Vec<String> = self
             .projects
             .iter()
@@ -110,8 +129,8 @@ impl Env {
              dispatcher: {{ scan_interval: 1h, cooldown: 1s, max_attempts: {attempts} }}\n\
              watcher: {{ interval: {wi} }}\n\
              accounts:\n{accounts}\n\
-             quota: {{ endpoint: 'http://127.0.0.1:9/usage' }}\n\
-             failover: {{ shared_transcripts: '{shared}', stop_timeout: 4s }}\n\
+             quota: {quota}\n\
+             failover: {failover}\n\
              control: {{ listen: '' }}\n\
              guard: {guard}\n{extra}",
             state = self.state_dir.display(),
@@ -123,9 +142,10 @@ impl Env {
             attempts = self.max_attempts,
             wi = self.watcher_interval,
             accounts = accounts.join("\n"),
-            shared = self.root().join("shared").display(),
+            quota = quota,
+            failover = failover,
             guard = self.guard,
-            extra = self.extra,
+            extra = extra,
         )
     }
 
