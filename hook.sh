@@ -642,32 +642,33 @@ cf_rootdir() {
 	return 1
 }
 
-# cf_rootish WORD: a recursive delete of WORD destroys the system, home or project.
-cf_rootish() {
-	local p d
+# cf_base WORD -> REPLY: WORD as an absolute path; a glob cuts it to the folder
+# before the glob (CF_GLOB=glob then). Fails for words that cannot be known.
+cf_base() {
+	local d
+	CF_GLOB=
 	cf_unknown "$1" && return 1
 	cf_norm "$1"
-	p=$REPLY
-	if [[ $p == *[*?[]* ]]; then
-		d=${p%%[*?[]*}
+	if [[ $REPLY == *[*?[]* ]]; then
+		d=${REPLY%%[*?[]*}
 		d=${d%/*}
-		cf_rootdir "${d:-/}" glob
-		return
+		REPLY=${d:-/}
+		CF_GLOB=glob
 	fi
-	cf_rootdir "$p"
+	return 0
+}
+
+# cf_rootish WORD: a recursive delete of WORD destroys the system, home or project.
+cf_rootish() {
+	cf_base "$1" || return 1
+	cf_rootdir "$REPLY" "$CF_GLOB"
 }
 
 # cf_sysish WORD: a system path, HOME, a dot file of HOME, or an ancestor of HOME.
 cf_sysish() {
-	local p d
-	cf_unknown "$1" && return 1
-	cf_norm "$1"
+	local p
+	cf_base "$1" || return 1
 	p=$REPLY
-	if [[ $p == *[*?[]* ]]; then
-		d=${p%%[*?[]*}
-		d=${d%/*}
-		p=${d:-/}
-	fi
 	# HOME first: a home folder under /tmp or /var/tmp is still home.
 	[[ $p == "$CF_HOME" || $p == "$CF_HOME"/.* || $CF_HOME == "$p"/* ]] && return 0
 	case $p in

@@ -750,6 +750,17 @@ impl Config {
         if self.agent.command.trim().is_empty() {
             return fail(&["agent", "command"], "command must not be empty".into());
         }
+        // Launches run `env -u … COMMAND …`, and env takes NAME=VALUE words
+        // as assignments.
+        if self.agent.command.contains('=') || self.agent.command.starts_with('-') {
+            return fail(
+                &["agent", "command"],
+                format!(
+                    "command `{}` must not contain `=` or start with `-`",
+                    self.agent.command
+                ),
+            );
+        }
         for m in [
             &self.agent.models.critical,
             &self.agent.models.high,
@@ -947,6 +958,13 @@ mod tests {
         assert_eq!(e.line, Some(3), "{e}");
         let e = parse("control:\n  listen: localhost\n").unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
+    }
+
+    #[test]
+    fn a_command_env_would_misread_is_refused() {
+        let e = parse("agent:\n  command: /opt/a=b/claude\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.msg.contains("must not contain `=`"), "{e}");
     }
 
     #[test]
