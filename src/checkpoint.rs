@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::daemon::Ctx;
+use crate::bus::Ctx;
 use crate::state::{Session, SessionState};
 use crate::timefmt::rfc3339;
 

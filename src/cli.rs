@@ -237,7 +237,7 @@ fn scan(cfg: Config, dry_run: bool) -> Result<ExitCode, String> {
         log::warn!("{w}");
     }
     state.reconcile(&cfg);
-    let (ctx, _inboxes, _stop) = crate::daemon::Ctx::new(cfg, state);
+    let (ctx, _inboxes, _stop) = crate::bus::Ctx::new(cfg, state);
     if dry_run {
         // Report which sessions exist or would be created, without touching tmux.
         let plan = crate::dispatcher::dry_plan(&ctx);

@@ -838,6 +838,11 @@ impl Config {
     }
 
     /// The model a task of this priority runs on.
+    /// Every project (see `task::discover_projects`).
+    pub fn project_list(&self) -> Vec<PathBuf> {
+        crate::task::discover_projects(&self.projects, self.projects_dir.as_deref())
+    }
+
     pub fn model_for(&self, p: crate::task::Priority) -> &str {
         use crate::task::Priority::*;
         let m = &self.agent.models;

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::bus::{Ctx, DispatchMsg, FailoverMsg, WatchMsg};
 use crate::config::Config;
-use crate::daemon::{Ctx, DispatchMsg, FailoverMsg, WatchMsg};
 use crate::state::{SessionState, State};
 
 /// Request line and headers, in bytes.
@@ -768,7 +768,7 @@ pub fn metrics_text(st: &State, cfg: &Config, started: u64) -> String {
         metric_head(&mut out, name, help, "counter");
         out.push_str(&format!("claude_failover_{name} {v}\n"));
     }
-    let (sent, failed) = crate::notify::sent_counts();
+    let (sent, failed) = (m.notices_sent, m.notices_failed);
     metric_head(
         &mut out,
         "notices_sent_total",

@@ -4,17 +4,17 @@
 //! launch runs on its own short-lived thread so a slow agent never stalls
 //! dispatching elsewhere, and reports back with `DispatchMsg::Launched`.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver};
 
+use crate::bus::{Ctx, DispatchMsg, LaunchOutcome};
 use crate::config::Config;
-use crate::daemon::{Ctx, DispatchMsg};
 use crate::fswatch::{FsEvent, FsWatch};
 use crate::launch::{self, Conversation, Launch, LaunchError};
+use crate::lifecycle::{give_back, requeue};
 use crate::notice::Notice;
 use crate::state::{SessionKind, SessionState, State, TaskRef};
 use crate::task::{Queue, Task, TaskError};
@@ -23,34 +23,6 @@ use crate::timefmt::now_secs;
 /// How long to wait after a change under `projects_dir` before looking for
 /// new projects: `mkdir -p p/.agent-queue/inbox` arrives as several events.
 const DISCOVER_DELAY: Duration = Duration::from_millis(200);
-
-/// The result of one launch, sent back to the dispatcher thread.
-#[derive(Debug)]
-pub struct LaunchOutcome {
-    pub session: String,
-    pub task: TaskRef,
-    pub result: Result<(), LaunchError>,
-}
-
-/// Every project: the configured ones, and each child of `projects_dir`
-/// that has an `.agent-queue` folder.
-pub fn project_list(cfg: &Config) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = cfg.projects.clone();
-    if let Some(dir) = &cfg.projects_dir {
-        if let Ok(rd) = std::fs::read_dir(dir) {
-            let mut found: Vec<PathBuf> = rd
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.join(".agent-queue").is_dir())
-                .collect();
-            found.sort();
-            out.extend(found);
-        }
-    }
-    let mut seen = HashSet::new();
-    out.retain(|p| seen.insert(p.clone()));
-    out
-}
 
 /// Creates missing autonomous sessions and re-adopts what runs: a session
 /// whose agent still lives keeps its task; a claim whose session or agent is
@@ -126,24 +98,11 @@ pub fn ensure_sessions(ctx: &Ctx) {
         });
     }
     for name in stop_later {
-        crate::watcher::stop_in_background(ctx, &name);
+        crate::lifecycle::stop_in_background(ctx, &name);
     }
     // Their turn ended before the crash; the Stop event is gone.
     for name in finish_now {
-        crate::watcher::signal(ctx, &name, crate::watcher::Signal::TurnDone);
-    }
-}
-
-/// Puts a claimed task back in the inbox, logging what cannot be done.
-pub(crate) fn requeue(t: &TaskRef) {
-    match t.queue().unclaim(&t.name) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => log::error!(
-            "cannot put {} back in the inbox of {}: {e}",
-            t.name,
-            t.project.display()
-        ),
+        crate::lifecycle::signal(ctx, &name, crate::lifecycle::Signal::TurnDone);
     }
 }
 
@@ -249,7 +208,7 @@ fn discover(ctx: &Ctx, watch: Option<&mut FsWatch>, watched_root: &mut Option<Pa
             }
         }
     }
-    for p in project_list(&cfg) {
+    for p in cfg.project_list() {
         let inbox = Queue::new(&p).inbox();
         if !inbox.is_dir() {
             let _ = std::fs::create_dir_all(&inbox);
@@ -289,7 +248,7 @@ fn discover(ctx: &Ctx, watch: Option<&mut FsWatch>, watched_root: &mut Option<Pa
 pub fn pending_tasks(cfg: &Config, dry_run: bool) -> (Vec<Task>, Vec<(PathBuf, String, String)>) {
     let mut tasks = Vec::new();
     let mut bad = Vec::new();
-    for project in project_list(cfg) {
+    for project in cfg.project_list() {
         let q = Queue::new(&project);
         let names = match q.pending_names() {
             Ok(n) => n,
@@ -495,7 +454,7 @@ pub fn finish_launch(ctx: &Ctx, o: LaunchOutcome) {
                 Some(std::mem::take(&mut s.early_stop))
             });
             if early == Some(true) {
-                crate::watcher::signal(ctx, &session, crate::watcher::Signal::TurnDone);
+                crate::lifecycle::signal(ctx, &session, crate::lifecycle::Signal::TurnDone);
             }
         }
         Err(e) => {
@@ -530,42 +489,11 @@ pub fn finish_launch(ctx: &Ctx, o: LaunchOutcome) {
             });
             if gone {
                 requeue(&task);
-                let _ = ctx.to_watcher.send(crate::daemon::WatchMsg::Check);
+                let _ = ctx.to_watcher.send(crate::bus::WatchMsg::Check);
                 return;
             }
             give_back(ctx, &task, attempts, &e.to_string());
         }
-    }
-}
-
-/// After a failed launch: back to the inbox, or to `failed/` once
-/// `max_attempts` launches have failed.
-pub fn give_back(ctx: &Ctx, task: &TaskRef, attempts: u32, reason: &str) {
-    let cfg = ctx.config();
-    let q = task.queue();
-    if attempts >= cfg.dispatcher.max_attempts {
-        let why = format!("{} launches failed; last: {reason}", attempts);
-        match q.fail(&task.name, true, &why) {
-            Ok(_) => {
-                ctx.update(|st| {
-                    st.attempts.remove(&task.key());
-                    st.metrics.tasks_failed += 1;
-                });
-                ctx.notify(
-                    Notice::new("task_failed", format!("{} failed: {why}", task.name))
-                        .field("task", task.name.clone())
-                        .field("project", task.project.display().to_string()),
-                );
-            }
-            Err(e) => log::error!("cannot move {} to failed/: {e}", task.name),
-        }
-    } else {
-        requeue(task);
-        log::info!(
-            "{} is back in the inbox (attempt {attempts} of {})",
-            task.name,
-            cfg.dispatcher.max_attempts
-        );
     }
 }
 
@@ -601,7 +529,7 @@ pub fn dry_plan(ctx: &Ctx) -> Vec<(String, Task)> {
 /// leaves such a claim.
 pub fn requeue_orphans(ctx: &Ctx) {
     let cfg = ctx.config();
-    for project in project_list(&cfg) {
+    for project in cfg.project_list() {
         let q = Queue::new(&project);
         for name in q.dispatched_names().unwrap_or_default() {
             if ctx.state().owner_of(&project, &name).is_none() {

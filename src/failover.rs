@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, unbounded, Receiver, Sender};
 
+use crate::bus::{Ctx, DispatchMsg, FailoverMsg};
 use crate::config::{AccountConfig, Config, Pattern};
-use crate::daemon::{Ctx, DispatchMsg, FailoverMsg};
 use crate::launch::{self, Conversation, Launch, LaunchError};
 use crate::notice::Notice;
 use crate::quota;
@@ -964,7 +964,7 @@ fn move_one(
     });
     log::info!("{name}: conversation {id} moved from {from} to {}", to.name);
     if early == Some(true) {
-        crate::watcher::signal(ctx, name, crate::watcher::Signal::TurnDone);
+        crate::lifecycle::signal(ctx, name, crate::lifecycle::Signal::TurnDone);
     }
     Ok(())
 }

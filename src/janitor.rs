@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::daemon::Ctx;
+use crate::bus::Ctx;
 use crate::fsutil;
 use crate::state::task_key;
 use crate::task::Queue;
@@ -26,7 +26,7 @@ pub fn run(ctx: Arc<Ctx>) {
 pub fn sweep(ctx: &Ctx) {
     let cfg = ctx.config();
     let now = now_secs();
-    for project in crate::dispatcher::project_list(&cfg) {
+    for project in cfg.project_list() {
         let q = Queue::new(&project);
         requeue_stale(ctx, &q, now);
         archive_done(&q, now, cfg.janitor.archive_after.get().as_secs());
@@ -71,7 +71,7 @@ fn requeue_stale(ctx: &Ctx, q: &Queue, now: u64) {
             "janitor: {name} in {} is claimed by no session",
             q.project.display()
         );
-        crate::dispatcher::give_back(ctx, &t, attempts, "stale claim: no session owned it");
+        crate::lifecycle::give_back(ctx, &t, attempts, "stale claim: no session owned it");
     }
 }
 

@@ -4,9 +4,10 @@
 //! runs out.
 //!
 //! The daemon is synchronous: one OS thread per component, crossbeam
-//! channels between them, one `Mutex<State>` (see `daemon::Ctx`).
+//! channels between them, one `Mutex<State>` (see `bus::Ctx`).
 
 pub mod account;
+pub mod bus;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod fswatch;
 pub mod guard;
 pub mod janitor;
 pub mod launch;
+pub mod lifecycle;
 pub mod notice;
 pub mod notify;
 pub mod quota;

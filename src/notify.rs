@@ -17,15 +17,14 @@
 //! the URL (ureq's errors) is logged without the token redacted.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use serde_json::Value;
 
+use crate::bus::Ctx;
 use crate::config::NotifyConfig;
-use crate::daemon::Ctx;
 use crate::notice::Notice;
 
 /// Notices queued per sink.
@@ -39,16 +38,6 @@ const MAX_WAIT: Duration = Duration::from_secs(600);
 /// Telegram refuses longer texts.
 const TELEGRAM_MAX_CHARS: usize = 4000;
 
-static SENT: AtomicU64 = AtomicU64::new(0);
-static FAILED: AtomicU64 = AtomicU64::new(0);
-
-/// Notices delivered and given up (after every retry) since the process
-/// started, over every sink: for `/metrics`.
-pub fn sent_counts() -> (u64, u64) {
-    (SENT.load(Ordering::Relaxed), FAILED.load(Ordering::Relaxed))
-}
-
-/// The notifier thread; returns when the daemon stops.
 pub fn run(ctx: Arc<Ctx>, rx: Receiver<Notice>) {
     let mut cfg = ctx.config();
     let mut sinks = start_sinks(&ctx, &cfg.notify);
@@ -354,18 +343,18 @@ fn deliver(ctx: &Ctx, sink: &Sink, n: &Notice) -> bool {
     for attempt in 0..MAX_ATTEMPTS {
         match sink.send(n) {
             Ok(()) => {
-                SENT.fetch_add(1, Ordering::Relaxed);
+                ctx.state().metrics.notices_sent += 1;
                 log::debug!("{}: sent {}", sink.name, n.event);
                 return true;
             }
             Err(Failure::Permanent(why)) => {
-                FAILED.fetch_add(1, Ordering::Relaxed);
+                ctx.state().metrics.notices_failed += 1;
                 log::error!("{}: {} notice refused: {why}", sink.name, n.event);
                 return true;
             }
             Err(Failure::Retry(why, after)) => {
                 if attempt + 1 == MAX_ATTEMPTS {
-                    FAILED.fetch_add(1, Ordering::Relaxed);
+                    ctx.state().metrics.notices_failed += 1;
                     log::error!(
                         "{}: giving up on a {} notice after {MAX_ATTEMPTS} tries: {why}",
                         sink.name,

@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::bus::{Ctx, FailoverMsg};
 use crate::config::{AccountConfig, Config};
-use crate::daemon::{Ctx, FailoverMsg};
 use crate::notice::Notice;
 use crate::state::AccountStatus;
 use crate::timefmt::{now_ms, now_secs, parse_rfc3339, rfc3339};

@@ -217,6 +217,10 @@ pub struct Metrics {
     pub events_applied: u64,
     pub events_dropped: u64,
     pub notices_dropped: u64,
+    /// Notices delivered to a sink (one per sink).
+    pub notices_sent: u64,
+    /// Notices a sink could not take after every retry.
+    pub notices_failed: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -360,7 +364,8 @@ impl State {
                 })
             })
             .collect();
-        let projects: Vec<_> = crate::dispatcher::project_list(cfg)
+        let projects: Vec<_> = cfg
+            .project_list()
             .iter()
             .map(|p| {
                 let q = Queue::new(p);

@@ -18,6 +18,26 @@ use crate::fsutil;
 pub const MAX_TASK_BYTES: u64 = 1 << 20;
 pub const DISPATCHED: &str = ".dispatched";
 
+/// Every project: the configured ones, and each child of `projects_dir`
+/// that has an `.agent-queue` folder; each once, in that order.
+pub fn discover_projects(configured: &[PathBuf], projects_dir: Option<&Path>) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = configured.to_vec();
+    if let Some(dir) = projects_dir {
+        if let Ok(rd) = fs::read_dir(dir) {
+            let mut found: Vec<PathBuf> = rd
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.join(".agent-queue").is_dir())
+                .collect();
+            found.sort();
+            out.extend(found);
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|p| seen.insert(p.clone()));
+    out
+}
+
 /// How urgent a task is; also picks the model. Sorts most urgent first.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, Default,
