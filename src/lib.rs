@@ -33,3 +33,4 @@ pub mod timefmt;
 pub mod tmux;
 pub mod transcripts;
 pub mod watcher;
+pub mod worktree;
