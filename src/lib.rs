@@ -22,6 +22,7 @@ pub mod guard;
 pub mod janitor;
 pub mod launch;
 pub mod lifecycle;
+pub mod logging;
 pub mod notice;
 pub mod notify;
 pub mod quota;
