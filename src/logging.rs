@@ -131,7 +131,7 @@ pub fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
     }
     // SAFETY: fstat succeeded, so it filled the struct.
     let st = unsafe { st.assume_init() };
-    u64::from(st.st_dev) == dev && u64::from(st.st_ino) == ino
+    st.st_dev == dev && st.st_ino == ino
 }
 
 fn parse_journal_stream(s: &str) -> Option<(u64, u64)> {
@@ -289,7 +289,7 @@ mod tests {
             let st = unsafe { st.assume_init() };
             let ours = format!("{}:{}", st.st_dev, st.st_ino);
             assert!(stderr_is_journal(Some(&ours)), "{ours}");
-            let other = format!("{}:{}", st.st_dev, u64::from(st.st_ino) + 1);
+            let other = format!("{}:{}", st.st_dev, st.st_ino + 1);
             assert!(!stderr_is_journal(Some(&other)));
         }
         assert!(!stderr_is_journal(None));
