@@ -35,3 +35,4 @@ pub mod tmux;
 pub mod transcripts;
 pub mod watcher;
 pub mod worktree;
+pub mod webhook;
