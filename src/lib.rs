@@ -37,5 +37,5 @@ pub mod timefmt;
 pub mod tmux;
 pub mod transcripts;
 pub mod watcher;
-pub mod worktree;
 pub mod webhook;
+pub mod worktree;
