@@ -27,6 +27,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod notice;
 pub mod notify;
+pub mod plan;
 pub mod probe;
 pub mod quota;
 pub mod state;
