@@ -251,7 +251,8 @@ impl Fixture {
         let guard = "if grep -q forbidden; then echo 'no forbidden things' >&2; exit 2; fi";
         let settings = serde_json::json!({ "hooks": {
             "SessionStart": h(None, &cmd), "Stop": h(None, &cmd), "StopFailure": h(None, &cmd),
-            "SessionEnd": h(None, &cmd), "PreToolUse": h(Some("Bash|Edit|Write"), guard),
+            "SessionEnd": h(None, &cmd), "Notification": h(None, &cmd),
+            "PreToolUse": h(Some("Bash|Edit|Write"), guard),
         }});
         fs::write(
             f.project().join(".claude/settings.json"),
@@ -413,6 +414,10 @@ fn paste_arrives_verbatim_and_hooks_run() {
     assert_eq!(msg["resumed"], false);
     assert_eq!(msg["env"]["CLAUDE_FAILOVER_SESSION"], "t");
     assert_eq!(msg["env"]["ANTHROPIC_API_KEY"], serde_json::Value::Null);
+    // the start record carries the whole environment the agent got
+    let start_rec = f.log().into_iter().find(|e| e["event"] == "start").unwrap();
+    assert_eq!(start_rec["environ"]["CLAUDE_FAILOVER_SESSION"], "t");
+    assert!(start_rec["environ"]["PATH"].is_string(), "{start_rec}");
     let s = t.wait_screen("answer", |s| {
         s.contains("● Done.") && s.contains("✻ Churned for")
     });
@@ -610,4 +615,208 @@ fn msg_prompt_id(f: &Fixture) -> serde_json::Value {
         .find(|e| e["type"] == "user")
         .map(|e| e["promptId"].clone())
         .unwrap_or_default()
+}
+
+/// Starts a prepared fixture and waits for the ready screen.
+fn ready_fake() -> (Fixture, Tmux) {
+    let f = Fixture::new(true);
+    let t = Tmux::new();
+    launch(&t, &f, SID);
+    t.wait_screen("ready", ready);
+    (f, t)
+}
+
+fn count_hooks(f: &Fixture, name: &str) -> usize {
+    f.hook_events()
+        .iter()
+        .filter(|e| e["hook_event_name"] == name)
+        .count()
+}
+
+fn transcript(f: &Fixture, sid: &str) -> Vec<serde_json::Value> {
+    let dir = f.config().join("projects").join(
+        f.project()
+            .display()
+            .to_string()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "-"),
+    );
+    json_lines(&dir.join(format!("{sid}.jsonl")))
+}
+
+/// The rule + `❯` pairs on a screen, top to bottom: the text after `❯`.
+fn input_pairs(s: &str) -> Vec<String> {
+    let lines: Vec<&str> = s.lines().collect();
+    lines
+        .windows(2)
+        .filter(|w| w[0].starts_with("────"))
+        .filter_map(|w| w[1].strip_prefix('❯'))
+        .map(|r| r.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn a_limit_in_2_1_197_order_fires_stop_failure_before_the_line() {
+    let (f, t) = ready_fake();
+    t.keys("work @fake:limit=1.5");
+    t.key("Enter");
+    let fail = wait_until("StopFailure hook", || f.hook_event("StopFailure"));
+    assert_eq!(fail["error"], "rate_limit");
+    // The event is out, the line is not drawn yet; the transcript has it.
+    assert!(!t.screen().contains("You've hit your"), "{}", t.screen());
+    let limit = transcript(&f, SID)
+        .into_iter()
+        .find(|e| e["isApiErrorMessage"] == true)
+        .expect("the limit message in the transcript");
+    assert_eq!(
+        limit["message"]["content"][0]["text"],
+        "You've hit your session limit · resets 8:12pm (UTC)"
+    );
+    // Then the line, then claude types /rate-limit-options and opens the menu.
+    let s = t.wait_screen("limit menu", |s| s.contains("What do you want to do?"));
+    assert!(s.contains("⎿  You've hit your session limit"), "{s}");
+    assert!(s.contains("❯ /rate-limit-options"), "{s}");
+    assert!(f
+        .log()
+        .iter()
+        .any(|e| e["event"] == "command" && e["command"] == "rate-limit-options"));
+    // Sticky: the next message is at the limit too, in the same order.
+    t.key("Escape");
+    t.wait_screen("menu closed", ready);
+    t.keys("again");
+    t.key("Enter");
+    wait_until("second StopFailure", || {
+        (count_hooks(&f, "StopFailure") == 2).then_some(())
+    });
+    assert_eq!(count_hooks(&f, "Stop"), 0);
+}
+
+#[test]
+fn below_14_rows_the_limit_line_scrolls_off_under_the_menu() {
+    let (_f, t) = ready_fake();
+    t.ok(&["resize-window", "-t", "t", "-x", "80", "-y", "13"]);
+    t.keys("work @fake:limit=0");
+    t.key("Enter");
+    let s = t.wait_screen("limit menu", |s| s.contains("Upgrade your plan"));
+    assert!(!s.contains("You've hit your"), "{s}");
+    t.ok(&["resize-window", "-t", "t", "-x", "80", "-y", "14"]);
+    t.wait_screen("the limit line at 14 rows", |s| {
+        s.contains("You've hit your") && s.contains("Upgrade your plan")
+    });
+}
+
+#[test]
+fn leading_bang_and_slash_are_bash_mode_and_commands_a_space_makes_text() {
+    let (f, t) = ready_fake();
+    let messages = |f: &Fixture| -> Vec<String> {
+        f.log()
+            .iter()
+            .filter(|e| e["event"] == "message")
+            .map(|e| e["message"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    t.keys("\x1b[200~!touch pwned\x1b[201~");
+    t.wait_screen("bash mode prompt", |s| s.contains("!\u{a0}touch pwned"));
+    t.key("Enter");
+    let bash = wait_until("bash mode", || {
+        f.log().into_iter().find(|e| e["event"] == "bash_mode")
+    });
+    assert_eq!(bash["command"], "touch pwned");
+    // A leading space: plain text, kept as sent (the end trimmed).
+    t.keys("\x1b[200~ !touch pwned  \x1b[201~");
+    t.key("Enter");
+    wait_until("the text message", || {
+        messages(&f).contains(&" !touch pwned".to_string()).then_some(())
+    });
+    wait_until("its Stop", || (count_hooks(&f, "Stop") == 1).then_some(()));
+    t.keys(" /exit");
+    t.key("Enter");
+    wait_until("` /exit` as text", || {
+        messages(&f).contains(&" /exit".to_string()).then_some(())
+    });
+    wait_until("its Stop", || (count_hooks(&f, "Stop") == 2).then_some(()));
+    t.keys("/frobnicate now");
+    t.key("Enter");
+    t.wait_screen("unknown command", |s| {
+        s.contains("Unknown slash command: frobnicate")
+    });
+    // /clear: SessionEnd, a new conversation id, no Stop.
+    t.keys("/clear");
+    t.key("Enter");
+    let start = wait_until("SessionStart clear", || {
+        f.hook_events()
+            .into_iter()
+            .find(|e| e["hook_event_name"] == "SessionStart" && e["source"] == "clear")
+    });
+    assert_ne!(start["session_id"], SID);
+    assert_eq!(count_hooks(&f, "Stop"), 2);
+    assert_eq!(messages(&f).len(), 2, "{:?}", messages(&f));
+    t.keys("/exit");
+    t.key("Enter");
+    assert_eq!(t.wait_exit(), 0);
+}
+
+#[test]
+fn a_question_notifies_then_waits_for_an_answer() {
+    let f = Fixture::new(true);
+    fs::write(f.config().join("fake-claude.asktime"), "0.3").unwrap();
+    let t = Tmux::new();
+    launch(&t, &f, SID);
+    t.wait_screen("ready", ready);
+    t.keys("work @fake:askagain @fake:ask=Which database should I use?");
+    t.key("Enter");
+    let n = wait_until("permission_prompt", || {
+        f.hook_event("Notification")
+            .filter(|e| e["notification_type"] == "permission_prompt")
+    });
+    assert!(n["message"].as_str().unwrap().contains("AskUserQuestion"));
+    let s = t.wait_screen("the question", |s| {
+        s.contains("Which database should I use?")
+    });
+    assert!(input_pairs(&s).is_empty(), "the question replaces the input box: {s}");
+    // Esc declines: the turn ends with no Stop.
+    t.key("Escape");
+    t.wait_screen("declined", |s| {
+        s.contains("User declined to answer questions")
+    });
+    t.wait_screen("input box back", ready);
+    // askagain: the next message asks it again; an answer lets it finish.
+    t.keys("decide yourself");
+    t.key("Enter");
+    t.wait_screen("asked again", |s| s.contains("Enter to select"));
+    t.key("Enter");
+    wait_until("Stop after the answer", || f.hook_event("Stop"));
+    let asked = f.log().iter().filter(|e| e["event"] == "question").count();
+    assert_eq!(asked, 2);
+}
+
+#[test]
+fn a_full_redraw_leaves_a_ghost_input_box_above_the_live_one() {
+    let (f, t) = ready_fake();
+    let pid = wait_until("ready record", || {
+        f.log()
+            .into_iter()
+            .find(|e| e["event"] == "ready")
+            .and_then(|e| e["pid"].as_i64())
+    });
+    t.keys("half typed");
+    t.wait_screen("typed", |s| s.contains("❯\u{a0}half typed"));
+    assert!(Command::new("kill")
+        .arg("-CONT")
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success());
+    t.wait_screen("two input boxes", |s| input_pairs(s).len() == 2);
+    t.key("C-u");
+    let s = t.wait_screen("live box emptied", |s| {
+        input_pairs(s) == vec!["half typed".to_string(), String::new()]
+    });
+    assert_eq!(s.matches("⏵⏵ bypass permissions on").count(), 2, "{s}");
+    // The switch file does the same once at start-up.
+    drop(t);
+    let g = Fixture::new(true);
+    fs::write(g.config().join("fake-claude.ghost"), "").unwrap();
+    let t = Tmux::new();
+    launch(&t, &g, SID);
+    t.wait_screen("ghost at start", |s| input_pairs(s).len() == 2);
 }
