@@ -725,7 +725,9 @@ fn leading_bang_and_slash_are_bash_mode_and_commands_a_space_makes_text() {
     t.keys("\x1b[200~ !touch pwned  \x1b[201~");
     t.key("Enter");
     wait_until("the text message", || {
-        messages(&f).contains(&" !touch pwned".to_string()).then_some(())
+        messages(&f)
+            .contains(&" !touch pwned".to_string())
+            .then_some(())
     });
     wait_until("its Stop", || (count_hooks(&f, "Stop") == 1).then_some(()));
     t.keys(" /exit");
@@ -772,7 +774,10 @@ fn a_question_notifies_then_waits_for_an_answer() {
     let s = t.wait_screen("the question", |s| {
         s.contains("Which database should I use?")
     });
-    assert!(input_pairs(&s).is_empty(), "the question replaces the input box: {s}");
+    assert!(
+        input_pairs(&s).is_empty(),
+        "the question replaces the input box: {s}"
+    );
     // Esc declines: the turn ends with no Stop.
     t.key("Escape");
     t.wait_screen("declined", |s| {

@@ -3,6 +3,8 @@
 //! The tmux server is killed when the `Env` drops.
 #![allow(dead_code)]
 
+pub mod usage;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,6 +52,12 @@ pub struct Env {
     pub guard: String,
     /// Extra lines under `pool:` (e.g. `  dedicated: [...]`).
     pub pool_extra: String,
+    /// Extra lines under `agent:` (e.g. `  message: '{body}'`).
+    pub agent_extra: String,
+    /// The agent command; the stand-in claude unless set.
+    pub agent_command: Option<PathBuf>,
+    /// The `control:` mapping; disabled unless set.
+    pub control: String,
 }
 
 impl Env {
@@ -87,6 +95,9 @@ impl Env {
             max_attempts: 3,
             guard: "{ mode: enforce }".into(),
             pool_extra: String::new(),
+            agent_extra: String::new(),
+            agent_command: None,
+            control: "{ listen: '' }".into(),
             dir,
         }
     }
@@ -123,7 +134,7 @@ impl Env {
         format!(
             "state_dir: '{state}'\n\
              tmux: {{ socket: '{sock}' }}\n\
-             agent:\n  command: '{fake}'\n  prompt_timeout: 10s\n\
+             agent:\n  command: '{fake}'\n  prompt_timeout: 10s\n{agent_extra}\
              projects:\n{projects}\n\
              pool:\n  autonomous: {{ prefix: t-, start_index: 1, max: {sessions} }}\n{pool_extra}\
              dispatcher: {{ scan_interval: 1h, cooldown: 1s, max_attempts: {attempts} }}\n\
@@ -131,11 +142,17 @@ impl Env {
              accounts:\n{accounts}\n\
              quota: {quota}\n\
              failover: {failover}\n\
-             control: {{ listen: '' }}\n\
+             control: {control}\n\
              guard: {guard}\n{extra}",
             state = self.state_dir.display(),
             sock = self.sock.display(),
-            fake = fake_claude().display(),
+            fake = self
+                .agent_command
+                .clone()
+                .unwrap_or_else(fake_claude)
+                .display(),
+            agent_extra = self.agent_extra,
+            control = self.control,
             projects = projects.join("\n"),
             sessions = self.sessions,
             pool_extra = self.pool_extra,
