@@ -14,9 +14,9 @@ use crate::bus::{Ctx, DispatchMsg, LaunchOutcome};
 use crate::config::Config;
 use crate::fswatch::{FsEvent, FsWatch};
 use crate::launch::{self, Conversation, Launch, LaunchError};
-use crate::lifecycle::{give_back, requeue};
+use crate::lifecycle::{self, Event};
 use crate::notice::Notice;
-use crate::state::{SessionKind, SessionState, State, TaskRef};
+use crate::state::{SessionKind, State, TaskRef};
 use crate::task::{Queue, Task, TaskError};
 use crate::timefmt::now_secs;
 
@@ -24,22 +24,27 @@ use crate::timefmt::now_secs;
 /// new projects: `mkdir -p p/.agent-queue/inbox` arrives as several events.
 const DISCOVER_DELAY: Duration = Duration::from_millis(200);
 
-/// Creates missing autonomous sessions and re-adopts what runs: a session
-/// whose agent still lives keeps its task; a claim whose session or agent is
-/// gone goes back to the inbox.
+/// Creates missing autonomous sessions and re-adopts what runs (see
+/// `lifecycle::Event::Restarted`).
 pub fn ensure_sessions(ctx: &Ctx) {
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| "/".into());
-    let names: Vec<(String, SessionKind)> = ctx
+    let sessions: Vec<(String, SessionKind, bool)> = ctx
         .state()
         .sessions
         .values()
-        .map(|s| (s.name.clone(), s.kind))
+        .map(|s| {
+            // A crash mid-launch: if the conversation's transcript exists,
+            // claude took the message (it writes it at the first one).
+            let transcript = match (&s.transcript_path, &s.claude_session_id) {
+                (Some(p), Some(id)) => p.ends_with(format!("{id}.jsonl")) && p.exists(),
+                _ => false,
+            };
+            (s.name.clone(), s.kind, transcript)
+        })
         .collect();
-    let mut stop_later = Vec::new();
-    let mut finish_now = Vec::new();
-    for (name, kind) in names {
+    for (name, kind, transcript_exists) in sessions {
         let exists = ctx.tmux.has_session(&name);
         if !exists && kind == SessionKind::Autonomous {
             match ctx.tmux.new_session(&name, &home) {
@@ -47,62 +52,12 @@ pub fn ensure_sessions(ctx: &Ctx) {
                 Err(e) => log::error!("cannot create tmux session {name}: {e}"),
             }
         }
-        let alive = ctx.tmux.agent_pid(&name).is_some();
-        let exists = exists || ctx.tmux.has_session(&name);
-        ctx.update(|st| {
-            let Some(s) = st.sessions.get_mut(&name) else {
-                return;
-            };
-            let busy = matches!(
-                s.state,
-                SessionState::Working | SessionState::WaitingInput | SessionState::Limited
-            );
-            // A crash mid-launch: if the conversation's transcript exists,
-            // claude took the message (it writes it at the first one).
-            let delivered = s.state == SessionState::Starting
-                && match (&s.transcript_path, &s.claude_session_id) {
-                    (Some(p), Some(id)) => p.ends_with(format!("{id}.jsonl")) && p.exists(),
-                    _ => false,
-                };
-            match s.kind {
-                SessionKind::Autonomous if s.task.is_some() && busy && alive => {}
-                SessionKind::Autonomous if s.task.is_some() && delivered && alive => {
-                    log::info!("session {name}: its launch was cut short after the message was taken; adopting it");
-                    s.set_state(SessionState::Working);
-                    if std::mem::take(&mut s.early_stop) {
-                        finish_now.push(name.clone());
-                    }
-                }
-                SessionKind::Autonomous => {
-                    if let Some(t) = s.task.take() {
-                        log::info!("session {name}: its agent is gone or was mid-launch; {} goes back to the inbox", t.name);
-                        requeue(&t);
-                    }
-                    if alive {
-                        // A leftover agent (a crash mid-launch or mid-recycle):
-                        // stop it; the watcher frees the session once its pane is dead.
-                        s.set_state(SessionState::Stopping);
-                        stop_later.push(name.clone());
-                    } else {
-                        s.set_state(if exists { SessionState::Idle } else { SessionState::Dead });
-                    }
-                }
-                SessionKind::Dedicated => {
-                    if !exists {
-                        s.set_state(SessionState::Dead);
-                    } else if s.state == SessionState::Dead {
-                        s.set_state(SessionState::Idle);
-                    }
-                }
-            }
-        });
-    }
-    for name in stop_later {
-        crate::lifecycle::stop_in_background(ctx, &name);
-    }
-    // Their turn ended before the crash; the Stop event is gone.
-    for name in finish_now {
-        crate::lifecycle::signal(ctx, &name, crate::lifecycle::Signal::TurnDone);
+        let ev = Event::Restarted {
+            alive: ctx.tmux.agent_pid(&name).is_some(),
+            exists: exists || ctx.tmux.has_session(&name),
+            transcript_exists,
+        };
+        lifecycle::handle(ctx, &name, ev);
     }
 }
 
@@ -368,19 +323,15 @@ fn claim(ctx: &Ctx, session: &str, task: &Task) -> Option<TaskRef> {
         model,
         started: now_secs(),
     };
-    ctx.update(|st| {
-        let account = st.active_account.clone();
-        if let Some(s) = st.sessions.get_mut(session) {
-            s.task = Some(tref.clone());
-            s.project = Some(task.project.clone());
-            s.account = Some(account);
-            s.claude_session_id = None;
-            s.transcript_path = None;
-            s.hooks_confirmed = false;
-            s.early_stop = false;
-            s.set_state(SessionState::Starting);
-        }
-    });
+    let account = ctx.state().active_account.clone();
+    lifecycle::handle(
+        ctx,
+        session,
+        Event::Claimed {
+            task: tref.clone(),
+            account,
+        },
+    );
     log::info!(
         "dispatching {} ({}) from {} to {session}",
         task.name,
@@ -412,18 +363,16 @@ pub fn launch_task(
         model: &tref.model,
         conversation: Conversation::New(id.clone()),
     };
-    ctx.update(|st| {
-        if let Some(s) = st.sessions.get_mut(session) {
-            s.claude_session_id = Some(id.clone());
-            s.account = Some(account.name.clone());
-        }
-    });
+    lifecycle::handle(
+        ctx,
+        session,
+        Event::Launching {
+            conversation: id.clone(),
+            account: account.name.clone(),
+        },
+    );
     let transcript = launch::start_agent(&cfg, &ctx.tmux, &l)?;
-    ctx.update(|st| {
-        if let Some(s) = st.sessions.get_mut(session) {
-            s.transcript_path = Some(transcript);
-        }
-    });
+    lifecycle::handle(ctx, session, Event::AgentUp { transcript });
     launch::deliver(
         &ctx.tmux,
         session,
@@ -431,70 +380,33 @@ pub fn launch_task(
     )
 }
 
-/// Applies a launch's result: the session works, or the task goes back
-/// (counting an attempt, `failed/` after `max_attempts`) and the session
-/// rests if it was at fault.
+/// Applies a launch's result (see `lifecycle::Event::LaunchFailed`).
 pub fn finish_launch(ctx: &Ctx, o: LaunchOutcome) {
-    let cfg = ctx.config();
     let LaunchOutcome {
         session,
         task,
         result,
     } = o;
-    match result {
+    let ev = match result {
         Ok(()) => {
             log::info!("{session} took {}", task.name);
-            let early = ctx.update(|st| {
-                st.metrics.tasks_dispatched += 1;
-                let s = st.sessions.get_mut(&session)?;
-                if s.state == SessionState::Starting {
-                    s.set_state(SessionState::Working);
-                }
-                s.last_activity = now_secs();
-                Some(std::mem::take(&mut s.early_stop))
-            });
-            if early == Some(true) {
-                crate::lifecycle::signal(ctx, &session, crate::lifecycle::Signal::TurnDone);
-            }
+            ctx.state().metrics.tasks_dispatched += 1;
+            Event::Launched { task: task.name }
         }
         Err(e) => {
             log::warn!("launch of {} in {session} failed: {e}", task.name);
-            if matches!(e, LaunchError::NotReady { .. } | LaunchError::NotTaken) {
-                launch::terminate(&ctx.tmux, &session);
+            ctx.state().metrics.launches_failed += 1;
+            let cooldown = ctx.config().dispatcher.cooldown.get().as_secs();
+            Event::LaunchFailed {
+                task: task.name,
+                reason: e.to_string(),
+                vanished: matches!(e, LaunchError::Tmux(crate::tmux::TmuxError::Gone(_))),
+                terminate: matches!(e, LaunchError::NotReady { .. } | LaunchError::NotTaken),
+                rest_until: e.session_fault().then(|| now_secs() + cooldown),
             }
-            let now = now_secs();
-            // The session vanished under the launch: not the task's fault.
-            let gone = matches!(e, LaunchError::Tmux(crate::tmux::TmuxError::Gone(_)));
-            let attempts = ctx.update(|st| {
-                st.metrics.launches_failed += 1;
-                if let Some(s) = st.sessions.get_mut(&session) {
-                    s.task = None;
-                    s.claude_session_id = None;
-                    s.early_stop = false;
-                    s.set_state(if gone {
-                        SessionState::Dead
-                    } else {
-                        SessionState::Idle
-                    });
-                    if e.session_fault() && !gone {
-                        s.cooldown_until = Some(now + cfg.dispatcher.cooldown.get().as_secs());
-                    }
-                }
-                if gone {
-                    return 0;
-                }
-                let n = st.attempts.entry(task.key()).or_insert(0);
-                *n += 1;
-                *n
-            });
-            if gone {
-                requeue(&task);
-                let _ = ctx.to_watcher.send(crate::bus::WatchMsg::Check);
-                return;
-            }
-            give_back(ctx, &task, attempts, &e.to_string());
         }
-    }
+    };
+    lifecycle::handle(ctx, &session, ev);
 }
 
 /// `scan`: one dispatch round in the foreground; returns what was started.

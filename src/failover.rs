@@ -20,7 +20,7 @@
 //! `failover.cooldown`; manual ones do not. With no usable account,
 //! dispatching pauses until the earliest reset.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,6 +31,7 @@ use crossbeam_channel::{select, unbounded, Receiver, Sender};
 use crate::bus::{Ctx, DispatchMsg, FailoverMsg};
 use crate::config::{AccountConfig, Config, Pattern};
 use crate::launch::{self, Conversation, Launch, LaunchError};
+use crate::lifecycle::{self, AgentId, Event, Move};
 use crate::notice::Notice;
 use crate::quota;
 use crate::state::{Session, SessionKind, SessionState};
@@ -94,10 +95,10 @@ struct Report {
 }
 
 pub fn run(ctx: Arc<Ctx>, rx: Receiver<FailoverMsg>) {
-    ctx.update(|st| st.failover_in_progress = false);
     let (done_tx, done_rx) = unbounded();
     let mut sw = Switcher::new(ctx.clone(), done_tx);
     sw.rearm_pause();
+    sw.finish_cut_short();
     loop {
         let timer = match sw.next_timer() {
             Some(t) => crossbeam_channel::at(t),
@@ -127,12 +128,12 @@ struct Switcher {
     /// Session messages that came while a job ran.
     deferred: VecDeque<FailoverMsg>,
     /// Sessions whose move failed: tried again at `retry_at`.
-    retry: BTreeSet<String>,
+    retry: BTreeMap<String, AgentId>,
     /// Sessions the dispatcher was still launching on the old account.
-    later: BTreeSet<String>,
+    later: BTreeMap<String, AgentId>,
     retry_at: Option<Instant>,
-    /// `continue` for throttled sessions.
-    continues: Vec<(Instant, String)>,
+    /// `continue` for throttled sessions, each for the agent it was meant for.
+    continues: Vec<(Instant, String, AgentId)>,
     /// Look again when the cooldown ends.
     recheck_at: Option<Instant>,
     /// Dispatching paused: look again then.
@@ -158,14 +159,44 @@ impl Switcher {
             http,
             running: false,
             deferred: VecDeque::new(),
-            retry: BTreeSet::new(),
-            later: BTreeSet::new(),
+            retry: BTreeMap::new(),
+            later: BTreeMap::new(),
             retry_at: None,
             continues: Vec::new(),
             recheck_at: None,
             resume_at: None,
             held_logged: None,
         }
+    }
+
+    /// A failover the daemon was killed in the middle of (the flag still
+    /// set, or a session still `Moving`): its moves to the active account
+    /// are finished now.
+    fn finish_cut_short(&mut self) {
+        let (to, moving, cut) = {
+            let st = self.ctx.state();
+            let moving: BTreeSet<String> = st
+                .sessions
+                .values()
+                .filter(|s| s.state == SessionState::Moving || s.moving.is_some())
+                .map(|s| s.name.clone())
+                .collect();
+            let cut = st.failover_in_progress || !moving.is_empty();
+            (st.active_account.clone(), moving, cut)
+        };
+        if !cut {
+            return;
+        }
+        log::warn!("a failover to {to} was cut short; finishing its moves");
+        self.ctx.update(|st| st.failover_in_progress = true);
+        self.start(Job {
+            switch: None,
+            manual: false,
+            to,
+            only: None,
+            failed_before: moving,
+            limited_on_target: false,
+        });
     }
 
     /// A pause saved before a restart gets its timer back.
@@ -352,17 +383,7 @@ impl Switcher {
         let screen = self.ctx.tmux.capture(name).unwrap_or_default();
         if limit_is_history(&screen, &cfg.agent.limit_pattern) {
             log::info!("{name}: the limit line on screen is history from before its move");
-            self.ctx.update(|st| {
-                if let Some(x) = st.sessions.get_mut(name) {
-                    if x.state == SessionState::Limited {
-                        x.set_state(if x.task.is_some() {
-                            SessionState::Working
-                        } else {
-                            SessionState::Idle
-                        });
-                    }
-                }
-            });
+            lifecycle::handle(&self.ctx, name, Event::LimitIsHistory);
             return;
         }
         let now = now_secs();
@@ -410,8 +431,9 @@ impl Switcher {
                 "{name}: a server throttle on {account}; it continues in {}",
                 cfg.failover.throttle_pause
             );
+            let agent = AgentId::of(&s, self.ctx.tmux.agent_pid(name));
             self.continues
-                .push((Instant::now() + pause, name.to_string()));
+                .push((Instant::now() + pause, name.to_string(), agent));
         }
     }
 
@@ -422,8 +444,24 @@ impl Switcher {
     }
 
     fn retry_now(&mut self, name: &str) {
-        self.retry.insert(name.to_string());
+        let agent = self.conversation_of(name);
+        self.retry.insert(name.to_string(), agent);
         self.retry_at = Some(Instant::now());
+    }
+
+    /// A retry is for the conversation it was booked for (not a pid: a
+    /// failed move has stopped the agent).
+    fn conversation_of(&self, name: &str) -> AgentId {
+        let conversation = self
+            .ctx
+            .state()
+            .sessions
+            .get(name)
+            .and_then(|s| s.claude_session_id.clone());
+        AgentId {
+            pid: None,
+            conversation,
+        }
     }
 
     /// No usable account: pause dispatching until the earliest reset.
@@ -594,10 +632,12 @@ impl Switcher {
             }
         }
         for (n, _) in &r.failed {
-            self.retry.insert(n.clone());
+            let agent = self.conversation_of(n);
+            self.retry.insert(n.clone(), agent);
         }
         for n in &r.later {
-            self.later.insert(n.clone());
+            let agent = self.conversation_of(n);
+            self.later.insert(n.clone(), agent);
         }
         if !r.failed.is_empty() {
             self.retry_at = earliest(
@@ -668,8 +708,8 @@ impl Switcher {
         let now = Instant::now();
         let (due, keep): (Vec<_>, Vec<_>) = self.continues.drain(..).partition(|c| c.0 <= now);
         self.continues = keep;
-        for (_, name) in due {
-            self.continue_session(&name);
+        for (_, name, agent) in due {
+            self.continue_session(&name, &agent);
         }
         let busy_again = Instant::now() + Duration::from_millis(500);
         if self.retry_at.is_some_and(|t| t <= now) {
@@ -677,7 +717,13 @@ impl Switcher {
                 self.retry_at = Some(busy_again);
             } else {
                 self.retry_at = None;
-                let only: BTreeSet<String> = self.retry.union(&self.later).cloned().collect();
+                self.drop_gone_bookings();
+                let only: BTreeSet<String> = self
+                    .retry
+                    .keys()
+                    .chain(self.later.keys())
+                    .cloned()
+                    .collect();
                 if !only.is_empty() {
                     let to = self.ctx.state().active_account.clone();
                     self.start(Job {
@@ -685,7 +731,7 @@ impl Switcher {
                         manual: false,
                         to,
                         only: Some(only),
-                        failed_before: self.retry.clone(),
+                        failed_before: self.retry.keys().cloned().collect(),
                         limited_on_target: false,
                     });
                 }
@@ -709,12 +755,30 @@ impl Switcher {
         }
     }
 
+    /// Retries booked for a conversation the session no longer has.
+    fn drop_gone_bookings(&mut self) {
+        let st = self.ctx.state();
+        let live = |n: &String, a: &mut AgentId| {
+            let keep = st.sessions.get(n).is_some_and(|s| a.matches(s, None));
+            if !keep {
+                log::info!("{n}: its booked move retry was for another conversation; dropped");
+            }
+            keep
+        };
+        self.retry.retain(live);
+        self.later.retain(live);
+    }
+
     /// After a throttle: the session tries again, unless things changed.
-    fn continue_session(&self, name: &str) {
+    fn continue_session(&self, name: &str, agent: &AgentId) {
         let cfg = self.ctx.config();
         let Some(s) = self.ctx.state().sessions.get(name).cloned() else {
             return;
         };
+        if s.state == SessionState::Moving || !agent.matches(&s, self.ctx.tmux.agent_pid(name)) {
+            log::info!("{name}: its throttled agent is gone or moved; no continue");
+            return;
+        }
         if !matches!(s.state, SessionState::Working | SessionState::WaitingInput)
             && s.kind == SessionKind::Autonomous
         {
@@ -771,14 +835,15 @@ fn needs_move(cfg: &Config, s: &Session, job: &Job, pane: Option<&PaneInfo>) -> 
     }
     let retrying = job.failed_before.contains(&s.name);
     match s.kind {
+        _ if s.state == Moving || s.moving.is_some() => Need::Move,
         SessionKind::Autonomous => {
             if s.task.is_none() {
                 return Need::No;
             }
             match s.state {
                 Working | WaitingInput | Limited => Need::Move,
-                Starting if retrying => Need::Move,
-                Starting => Need::Later,
+                Starting | Finishing if retrying => Need::Move,
+                Starting | Finishing => Need::Later,
                 _ => Need::No,
             }
         }
@@ -891,7 +956,9 @@ fn run_job(ctx: &Ctx, job: Job) -> Report {
     report
 }
 
-/// Moves one session's conversation to `to`.
+/// Moves one session's conversation to `to`: `Moving` (persisted) while
+/// the old agent is stopped and the conversation resumed on `to`. A move
+/// cut short by a restart is picked up from its record.
 fn move_one(
     ctx: &Ctx,
     cfg: &Config,
@@ -900,15 +967,15 @@ fn move_one(
     job: &Job,
 ) -> Result<(), String> {
     let name = s.name.as_str();
-    let id = s
-        .claude_session_id
-        .clone()
+    let earlier = s.moving.as_ref();
+    let id = earlier
+        .map(|m| m.conversation.clone())
+        .or_else(|| s.claude_session_id.clone())
         .or_else(|| crate::checkpoint::read_session_id(&cfg.state_dir, name))
         .ok_or("no conversation id to resume (no SessionStart seen, no checkpoint)")?;
-    let project = s
-        .task
-        .as_ref()
-        .map(|t| t.project.clone())
+    let project = earlier
+        .map(|m| m.project.clone())
+        .or_else(|| s.task.as_ref().map(|t| t.project.clone()))
         .or_else(|| s.project.clone())
         .ok_or("no project known")?;
     let project = std::fs::canonicalize(&project).unwrap_or(project);
@@ -917,24 +984,32 @@ fn move_one(
         .as_ref()
         .map(|t| t.model.clone())
         .unwrap_or_else(|| cfg.agent.models.default.clone());
-    let from = s.account.clone().unwrap_or_else(|| "?".into());
+    let from = earlier
+        .and_then(|m| m.from.clone())
+        .or_else(|| s.account.clone());
     let autonomous = s.kind == SessionKind::Autonomous;
-    let before = s.state;
-    if autonomous {
-        // Starting: the watcher leaves it alone while the agent is replaced.
-        set_state(ctx, name, SessionState::Starting);
-    }
+    let mv = Move {
+        to: to.name.clone(),
+        from: from.clone(),
+        conversation: id.clone(),
+        project: project.clone(),
+        task: s.task.clone(),
+        manual: job.manual,
+        before: s.state,
+    };
+    lifecycle::handle(ctx, name, Event::MoveBegin(mv));
+    let from = from.unwrap_or_else(|| "?".into());
     let stopped = if autonomous || pane_is_agent(&ctx.tmux, name) {
         launch::stop_agent(&ctx.tmux, name, cfg.failover.stop_timeout.get())
     } else {
         stop_in_shell(&ctx.tmux, name, cfg.failover.stop_timeout.get())
     };
     if let Err(e) = stopped {
-        if autonomous {
-            set_state(ctx, name, before);
-        }
+        lifecycle::handle(ctx, name, Event::MoveAborted);
         return Err(format!("cannot stop it on {from}: {e}"));
     }
+    // From here a failure leaves it `Moving`: the retry (or a restart)
+    // resumes the conversation.
     let transcript = if autonomous {
         relaunch(ctx, cfg, name, &project, to, &model, &id)?
     } else {
@@ -947,34 +1022,9 @@ fn move_one(
             to.name
         );
     }
-    let early = ctx.update(|st| {
-        let x = st.sessions.get_mut(name)?;
-        x.account = Some(to.name.clone());
-        x.claude_session_id = Some(id.clone());
-        x.transcript_path = Some(transcript.clone());
-        x.last_activity = now_secs();
-        if autonomous {
-            if x.task.is_some() && x.state == SessionState::Starting {
-                x.set_state(SessionState::Working);
-            }
-        } else if x.state == SessionState::Limited {
-            x.set_state(SessionState::Idle);
-        }
-        Some(std::mem::take(&mut x.early_stop))
-    });
+    lifecycle::handle(ctx, name, Event::MoveDone { transcript });
     log::info!("{name}: conversation {id} moved from {from} to {}", to.name);
-    if early == Some(true) {
-        crate::lifecycle::signal(ctx, name, crate::lifecycle::Signal::TurnDone);
-    }
     Ok(())
-}
-
-fn set_state(ctx: &Ctx, name: &str, state: SessionState) {
-    ctx.update(|st| {
-        if let Some(x) = st.sessions.get_mut(name) {
-            x.set_state(state);
-        }
-    });
 }
 
 /// Relaunches an autonomous session's conversation under `to`. When only

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use crate::bus::Ctx;
 use crate::fsutil;
-use crate::state::task_key;
 use crate::task::Queue;
 use crate::timefmt::{now_secs, year_month};
 
@@ -55,11 +54,6 @@ fn requeue_stale(ctx: &Ctx, q: &Queue, now: u64) {
         if age(&q.dispatched_path(&name), now).is_none_or(|a| a < stale) {
             continue;
         }
-        let attempts = ctx.update(|st| {
-            let n = st.attempts.entry(task_key(&q.project, &name)).or_insert(0);
-            *n += 1;
-            *n
-        });
         let t = crate::state::TaskRef {
             project: q.project.clone(),
             name: name.clone(),
@@ -71,7 +65,11 @@ fn requeue_stale(ctx: &Ctx, q: &Queue, now: u64) {
             "janitor: {name} in {} is claimed by no session",
             q.project.display()
         );
-        crate::lifecycle::give_back(ctx, &t, attempts, "stale claim: no session owned it");
+        crate::lifecycle::give_back(
+            ctx,
+            &t,
+            &crate::lifecycle::Cause::Orphaned("stale claim: no session owned it".into()),
+        );
     }
 }
 

@@ -1,262 +1,589 @@
-//! Session and task transitions: what a signal about a session (an event,
-//! a tmux observation, a stop) changes, and what is then done about it
-//! (task to `done/`, agent stopped, task given back, failover asked for,
-//! reports). Every thread that learns something about a session comes here.
+//! The one owner of a session's life. `step` is a pure function from a
+//! session and an event (something a thread observed or did) to the new
+//! session and the effects it asks for; `apply` locks the state, steps,
+//! persists, and `perform` then does the effects (stop an agent, give a task
+//! back, move it to `done/` or `failed/`, notify, wake a thread). No other
+//! module assigns a session's state.
+
+use std::path::PathBuf;
 
 use crate::bus::{Ctx, DispatchMsg, FailoverMsg, WatchMsg};
 use crate::launch;
 use crate::notice::Notice;
+pub use crate::state::Move;
 use crate::state::{Session, SessionKind, SessionState, TaskRef};
 use crate::timefmt::{now_secs, rfc3339};
 
-/// Something observed about a session, from an event or from tmux.
+/// One agent: its pane's pid and its conversation. A follow-up booked for
+/// an agent (a throttle's `continue`, a move retry) is dropped once the
+/// session runs another; a `None` field matches any.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AgentId {
+    pub pid: Option<u32>,
+    pub conversation: Option<String>,
+}
+
+impl AgentId {
+    pub fn of(s: &Session, pid: Option<u32>) -> AgentId {
+        AgentId {
+            pid,
+            conversation: s.claude_session_id.clone(),
+        }
+    }
+
+    /// Whether the session (whose pane runs `pid`) still runs this agent.
+    pub fn matches(&self, s: &Session, pid: Option<u32>) -> bool {
+        fn same<T: PartialEq>(booked: &Option<T>, now: &Option<T>) -> bool {
+            booked.is_none() || booked == now
+        }
+        same(&self.pid, &pid) && same(&self.conversation, &s.claude_session_id)
+    }
+}
+
+/// Why a task goes back to the inbox. The one attempts rule: an attempt is
+/// charged only when the task itself could be at fault.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Signal {
-    /// The agent started (or `/clear`ed): its conversation id.
+pub enum Cause {
+    /// Its launch failed (the project, the account or the agent).
+    LaunchFailed(String),
+    /// Its agent died mid-task.
+    AgentDied(String),
+    /// Its agent's hooks (the guard) never fired.
+    Unguarded(String),
+    /// Its tmux session vanished.
+    SessionVanished,
+    /// The operator recycled its session.
+    Recycled,
+    /// The daemon stopped mid-launch, or a claim no session owns.
+    Orphaned(String),
+}
+
+impl Cause {
+    pub fn charges_attempt(&self) -> bool {
+        matches!(
+            self,
+            Cause::LaunchFailed(_) | Cause::AgentDied(_) | Cause::Unguarded(_)
+        )
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Cause::LaunchFailed(w) | Cause::AgentDied(w) | Cause::Unguarded(w) => w,
+            Cause::Orphaned(w) => w,
+            Cause::SessionVanished => "its tmux session disappeared",
+            Cause::Recycled => "operator request",
+        }
+    }
+}
+
+/// Something a thread observed about a session, or did to it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The agent started (or `/clear`ed): its conversation id, and the
+    /// account its transcript path names.
     Started {
         claude_session_id: String,
-        transcript: Option<std::path::PathBuf>,
+        transcript: Option<PathBuf>,
+        account: Option<String>,
     },
     /// The agent ended its turn with nothing left in the background.
     TurnDone,
     /// The agent asked for input mid-task.
     WaitingInput(String),
+    /// Working on the same task for too long (reported once per state).
+    Stuck(String),
     /// A sign of life (tool call, pane change): not waiting any more.
     Active,
     /// The pane shows a usage-limit line.
     LimitShown,
     /// StopFailure: `rate_limit` without a limit line, or another API error.
     ApiError(String),
-    /// The agent process is gone (pane dead, SessionEnd).
+    /// The agent process is gone (pane dead, SessionEnd, a stop finished).
     AgentGone(String),
     /// The tmux session is gone.
     SessionGone,
     /// The tmux session exists (again).
     SessionPresent,
+    /// The tmux session was created again.
+    Recreated,
+    /// The tmux session could not be created again.
+    RecreateFailed(String),
+    /// The dispatcher claimed this task for the session.
+    Claimed { task: TaskRef, account: String },
+    /// The launch chose the conversation id and account.
+    Launching {
+        conversation: String,
+        account: String,
+    },
+    /// The agent is up; its transcript will be here.
+    AgentUp { transcript: PathBuf },
+    /// The launch of `task` handed the message over.
+    Launched { task: String },
+    /// The launch of `task` failed. `vanished`: the tmux session went
+    /// away under it; `rest_until`: the session rests (its own fault).
+    LaunchFailed {
+        task: String,
+        reason: String,
+        vanished: bool,
+        terminate: bool,
+        rest_until: Option<u64>,
+    },
+    /// The operator asked to stop the agent; its task goes back.
+    Recycle,
+    /// No SessionStart within the prompt timeout.
+    Unguarded(String),
+    /// Too many guard blocks: the task fails, the agent stops.
+    Breaker(String),
+    /// The mover begins moving the session.
+    MoveBegin(Move),
+    /// The old agent could not be stopped: the session stays where it was.
+    MoveAborted,
+    /// The conversation runs on `Move::to` now.
+    MoveDone { transcript: PathBuf },
+    /// The limit line on screen was history from before a move.
+    LimitIsHistory,
+    /// At start-up: what tmux shows of the session.
+    Restarted {
+        alive: bool,
+        exists: bool,
+        transcript_exists: bool,
+    },
 }
 
-/// What a transition asks to be done.
+/// What the threads do after a step.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    None,
-    /// Task done: to `done/`, stop the agent, free the session.
-    Finish,
-    /// The agent died mid-task: task back to the inbox (an attempt).
-    Requeue(String),
-    /// A recycle finished: tell the dispatcher.
-    Freed,
-    Failover,
-    Throttled,
-    /// The turn ended before the launch thread reported: finish after it.
-    EarlyStop,
+pub enum Effect {
+    /// Stop the session's agent (off the caller's thread), then report
+    /// `AgentGone`.
+    StopAgent,
+    /// Kill a half-started agent at once.
+    Terminate,
+    /// Move the task to `done/` with its record.
+    Finish(TaskRef),
+    /// Back to the inbox, charging an attempt when the cause says so
+    /// (`failed/` after `max_attempts`).
+    GiveBack(TaskRef, Cause),
+    /// Straight to `failed/`.
+    Fail(TaskRef, String),
+    /// A notice about the session.
     Report(&'static str, String),
+    /// The launch-unguarded notice (with the task's name).
+    ReportUnguarded(String, String),
+    /// The session is free: tell the dispatcher.
+    Free,
+    /// The session is at a usage limit: tell the switcher.
+    AskFailover,
+    /// A server throttle: tell the switcher.
+    Throttled,
+    /// Create the tmux session again.
     Recreate,
+    /// Have the watcher look at every session now.
+    Check,
 }
 
-/// The one place where session states change in response to signals.
-pub fn transition(s: &Session, sig: &Signal) -> (Option<SessionState>, Action) {
-    use SessionState::*;
-    let has_task = s.task.is_some();
-    match (s.state, sig) {
-        (_, Signal::Started { .. }) => (None, Action::None),
-        (Working | WaitingInput | Limited, Signal::TurnDone) if has_task => {
-            (Some(Stopping), Action::Finish)
-        }
-        (Starting, Signal::TurnDone) if has_task => (None, Action::EarlyStop),
-        (Working, Signal::WaitingInput(m)) => (
-            Some(WaitingInput),
-            Action::Report("session_waiting", m.clone()),
-        ),
-        (WaitingInput, Signal::Active) => (Some(Working), Action::None),
-        (Limited, _) if matches!(sig, Signal::LimitShown) => (None, Action::None),
-        (Starting | Working | WaitingInput | Idle, Signal::LimitShown)
-            if has_task || s.kind == SessionKind::Dedicated =>
-        {
-            (Some(Limited), Action::Failover)
-        }
-        (Working | WaitingInput | Limited, Signal::ApiError(e)) if e == "rate_limit" => {
-            (None, Action::Throttled)
-        }
-        (Stopping, Signal::AgentGone(_)) => (Some(Idle), Action::Freed),
-        (Working | WaitingInput | Limited, Signal::AgentGone(why))
-            if has_task && s.kind == SessionKind::Autonomous =>
-        {
-            (Some(Idle), Action::Requeue(why.clone()))
-        }
-        (_, Signal::AgentGone(_)) if s.kind == SessionKind::Dedicated => (Some(Idle), Action::None),
-        (Dead, Signal::SessionPresent) => (Some(Idle), Action::Freed),
-        // A launch in flight finds out itself (and puts its task back).
-        (Starting, Signal::SessionGone) => (None, Action::None),
-        (_, Signal::SessionGone) if s.kind == SessionKind::Autonomous => {
-            (Some(Dead), Action::Recreate)
-        }
-        (Dead, Signal::SessionGone) => (None, Action::None),
-        (_, Signal::SessionGone) => (
-            Some(Dead),
-            Action::Report("session_dead", format!("tmux session {} is gone", s.name)),
-        ),
-        _ => (None, Action::None),
+/// Changes state and stamps `since`; a no-op when unchanged.
+fn enter(s: &mut Session, state: SessionState, now: u64) {
+    if s.state != state {
+        log::debug!(
+            "session {}: {} -> {}",
+            s.name,
+            s.state.as_str(),
+            state.as_str()
+        );
+        s.state = state;
+        s.since = now;
+        s.reported = false;
     }
 }
 
-/// Applies a signal: transition, then its action.
-pub fn signal(ctx: &Ctx, name: &str, sig: Signal) {
-    // The transcript lives under the account's config dir: how a session
-    // started by hand tells which account it runs on.
-    let account_of_transcript = match &sig {
-        Signal::Started {
-            transcript: Some(t),
-            ..
-        } => {
-            let cfg = ctx.config();
-            cfg.accounts
-                .iter()
-                .find(|a| t.starts_with(&a.config_dir))
-                .map(|a| a.name.clone())
-        }
-        _ => None,
-    };
-    let (action, session) = ctx
-        .update(|st| {
-            let s = st.sessions.get_mut(name)?;
-            if let Signal::Started {
+/// The task ended: to `done/`, agent stopped, session stopping.
+fn finished(s: &mut Session, fx: &mut Vec<Effect>, now: u64) {
+    if let Some(t) = s.task.take() {
+        fx.push(Effect::Finish(t));
+    }
+    s.moving = None;
+    enter(s, SessionState::Stopping, now);
+    fx.push(Effect::StopAgent);
+}
+
+fn is_task(s: &Session, name: &str) -> bool {
+    s.task.as_ref().is_some_and(|t| t.name == name)
+}
+
+/// The transition table: the new session and what to do about it.
+pub fn step(old: &Session, ev: &Event, now: u64) -> (Session, Vec<Effect>) {
+    use SessionState::*;
+    let mut s = old.clone();
+    let mut fx = Vec::new();
+    let has_task = s.task.is_some();
+    let autonomous = s.kind == SessionKind::Autonomous;
+    match (s.state, ev) {
+        (
+            _,
+            Event::Started {
                 claude_session_id,
                 transcript,
-            } = &sig
-            {
-                s.claude_session_id = Some(claude_session_id.clone());
-                if transcript.is_some() {
-                    s.transcript_path = transcript.clone();
-                }
-                if account_of_transcript.is_some() {
-                    s.account = account_of_transcript.clone();
-                }
-                s.hooks_confirmed = true;
+                account,
+            },
+        ) => {
+            s.claude_session_id = Some(claude_session_id.clone());
+            if transcript.is_some() {
+                s.transcript_path = transcript.clone();
             }
-            let (next, action) = transition(s, &sig);
-            if let Some(n) = next {
-                s.set_state(n);
+            if account.is_some() {
+                s.account = account.clone();
             }
-            // Under the same lock as the transition: the launch thread reads
-            // it when it reports, and must not miss it in between.
-            if action == Action::EarlyStop {
-                s.early_stop = true;
-            }
-            Some((action, s.clone()))
-        })
-        .unzip();
-    if let (Some(action), Some(session)) = (action, session) {
-        act(ctx, &session, action);
-    }
-}
-
-fn act(ctx: &Ctx, s: &Session, action: Action) {
-    match action {
-        Action::None => {}
-        Action::Finish => finish(ctx, s),
-        // Recorded with the transition itself, in `signal`.
-        Action::EarlyStop => {}
-        Action::Requeue(why) => {
-            if let Some(t) = &s.task {
-                log::warn!("{}: {why}; {} goes back to the inbox", s.name, t.name);
-                let attempts = ctx.update(|st| {
-                    if let Some(x) = st.sessions.get_mut(&s.name) {
-                        x.task = None;
-                        x.claude_session_id = None;
-                    }
-                    let n = st.attempts.entry(t.key()).or_insert(0);
-                    *n += 1;
-                    *n
-                });
-                crate::lifecycle::give_back(ctx, t, attempts, &why);
-            }
-            let _ = ctx
-                .to_dispatcher
-                .send(DispatchMsg::SessionFree(s.name.clone()));
+            s.hooks_confirmed = true;
         }
-        Action::Freed => {
-            let _ = ctx
-                .to_dispatcher
-                .send(DispatchMsg::SessionFree(s.name.clone()));
+        (Working | WaitingInput | Limited, Event::TurnDone) if has_task => {
+            finished(&mut s, &mut fx, now)
         }
-        Action::Failover => {
-            log::warn!("{}: usage limit reached", s.name);
-            let _ = ctx.to_failover.send(FailoverMsg::Limit {
-                session: s.name.clone(),
-            });
-        }
-        Action::Throttled => {
-            let _ = ctx.to_failover.send(FailoverMsg::RateLimited {
-                session: s.name.clone(),
-            });
-        }
-        Action::Report(event, msg) => report(ctx, &s.name, event, msg),
-        Action::Recreate => {
-            let home = std::env::var_os("HOME")
-                .map(std::path::PathBuf::from)
-                .unwrap_or_else(|| "/".into());
-            // Not the task's fault: back to the inbox without an attempt.
-            if let Some(t) = &s.task {
-                log::warn!(
-                    "{}: tmux session disappeared; {} goes back to the inbox",
-                    s.name,
-                    t.name
-                );
-                ctx.update(|st| {
-                    if let Some(x) = st.sessions.get_mut(&s.name) {
-                        x.task = None;
-                    }
-                });
-                crate::lifecycle::requeue(t);
-            }
-            match ctx.tmux.new_session(&s.name, &home) {
-                Ok(()) => {
-                    log::info!("recreated tmux session {}", s.name);
-                    ctx.update(|st| {
-                        if let Some(x) = st.sessions.get_mut(&s.name) {
-                            x.task = None;
-                            x.set_state(SessionState::Idle);
-                        }
-                    });
-                    let _ = ctx
-                        .to_dispatcher
-                        .send(DispatchMsg::SessionFree(s.name.clone()));
-                }
-                Err(e) => {
-                    let already = ctx
-                        .state()
-                        .sessions
-                        .get(&s.name)
-                        .is_some_and(|x| x.reported);
-                    if !already {
-                        report(
-                            ctx,
-                            &s.name,
-                            "session_dead",
-                            format!("cannot recreate tmux session {}: {e}", s.name),
-                        );
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Raises a notice about a session once per state.
-pub(crate) fn report(ctx: &Ctx, name: &str, event: &'static str, msg: String) {
-    ctx.update(|st| {
-        if let Some(s) = st.sessions.get_mut(name) {
+        // The turn ended before the launch or move reported: it finishes
+        // the task when it does.
+        (Starting | Moving, Event::TurnDone) if has_task => enter(&mut s, Finishing, now),
+        (Working, Event::WaitingInput(m)) => {
+            enter(&mut s, WaitingInput, now);
             s.reported = true;
+            fx.push(Effect::Report("session_waiting", m.clone()));
         }
-    });
-    ctx.notify(Notice::new(event, format!("{name}: {msg}")).field("session", name));
+        (Working, Event::Stuck(m)) if !s.reported => {
+            s.reported = true;
+            fx.push(Effect::Report("session_stuck", m.clone()));
+        }
+        (WaitingInput, Event::Active) => enter(&mut s, Working, now),
+        (Starting | Working | WaitingInput | Idle, Event::LimitShown)
+            if has_task || !autonomous =>
+        {
+            enter(&mut s, Limited, now);
+            fx.push(Effect::AskFailover);
+        }
+        (Working | WaitingInput | Limited, Event::ApiError(e)) if e == "rate_limit" => {
+            fx.push(Effect::Throttled)
+        }
+        (Stopping, Event::AgentGone(_)) => {
+            enter(&mut s, Idle, now);
+            fx.push(Effect::Free);
+        }
+        // A move stops the agent itself.
+        (Moving | Finishing | Starting, Event::AgentGone(_)) => {}
+        (Working | WaitingInput | Limited, Event::AgentGone(why)) if has_task && autonomous => {
+            let t = s.task.take().expect("has a task");
+            s.claude_session_id = None;
+            enter(&mut s, Idle, now);
+            fx.push(Effect::GiveBack(t, Cause::AgentDied(why.clone())));
+            fx.push(Effect::Free);
+        }
+        (_, Event::AgentGone(_)) if !autonomous => enter(&mut s, Idle, now),
+        (Dead, Event::SessionPresent) => {
+            enter(&mut s, Idle, now);
+            fx.push(Effect::Free);
+        }
+        // A launch or a move in flight finds out itself.
+        (Starting | Finishing | Moving, Event::SessionGone) => {}
+        (_, Event::SessionGone) if autonomous => {
+            if let Some(t) = s.task.take() {
+                fx.push(Effect::GiveBack(t, Cause::SessionVanished));
+            }
+            enter(&mut s, Dead, now);
+            fx.push(Effect::Recreate);
+        }
+        (Dead, Event::SessionGone) => {}
+        (_, Event::SessionGone) => {
+            enter(&mut s, Dead, now);
+            s.reported = true;
+            fx.push(Effect::Report(
+                "session_dead",
+                format!("tmux session {} is gone", s.name),
+            ));
+        }
+        (_, Event::Recreated) => {
+            s.task = None;
+            enter(&mut s, Idle, now);
+            fx.push(Effect::Free);
+        }
+        (_, Event::RecreateFailed(why)) if !s.reported => {
+            s.reported = true;
+            fx.push(Effect::Report("session_dead", why.clone()));
+        }
+        (_, Event::Claimed { task, account }) => {
+            s.project = Some(task.project.clone());
+            s.task = Some(task.clone());
+            s.account = Some(account.clone());
+            s.claude_session_id = None;
+            s.transcript_path = None;
+            s.hooks_confirmed = false;
+            enter(&mut s, Starting, now);
+        }
+        (
+            _,
+            Event::Launching {
+                conversation,
+                account,
+            },
+        ) => {
+            s.claude_session_id = Some(conversation.clone());
+            s.account = Some(account.clone());
+        }
+        (_, Event::AgentUp { transcript }) => s.transcript_path = Some(transcript.clone()),
+        (Starting, Event::Launched { task }) if is_task(&s, task) => {
+            s.last_activity = now;
+            enter(&mut s, Working, now);
+        }
+        (Finishing, Event::Launched { task }) if is_task(&s, task) => {
+            s.last_activity = now;
+            finished(&mut s, &mut fx, now);
+        }
+        (
+            _,
+            Event::LaunchFailed {
+                task,
+                reason,
+                vanished,
+                terminate,
+                rest_until,
+            },
+        ) if is_task(&s, task) => {
+            if *terminate {
+                fx.push(Effect::Terminate);
+            }
+            let t = s.task.take().expect("is the task");
+            s.claude_session_id = None;
+            if !vanished {
+                s.cooldown_until = rest_until.or(s.cooldown_until);
+            }
+            enter(&mut s, if *vanished { Dead } else { Idle }, now);
+            let cause = if *vanished {
+                fx.push(Effect::Check);
+                Cause::SessionVanished
+            } else {
+                Cause::LaunchFailed(reason.clone())
+            };
+            fx.push(Effect::GiveBack(t, cause));
+        }
+        (_, Event::Recycle) => {
+            if let Some(t) = s.task.take() {
+                fx.push(Effect::GiveBack(t, Cause::Recycled));
+            }
+            s.moving = None;
+            enter(&mut s, Stopping, now);
+            fx.push(Effect::StopAgent);
+        }
+        (_, Event::Unguarded(why)) if has_task => {
+            let t = s.task.take().expect("has a task");
+            fx.push(Effect::ReportUnguarded(t.name.clone(), why.clone()));
+            fx.push(Effect::GiveBack(t, Cause::Unguarded(why.clone())));
+            enter(&mut s, Stopping, now);
+            fx.push(Effect::StopAgent);
+        }
+        (_, Event::Breaker(why)) => {
+            fx.push(Effect::Report("circuit_breaker", why.clone()));
+            if let Some(t) = s.task.take() {
+                fx.push(Effect::Fail(t, why.clone()));
+            }
+            s.recent_blocks.clear();
+            s.moving = None;
+            enter(&mut s, Stopping, now);
+            fx.push(Effect::StopAgent);
+        }
+        (Moving | Finishing, Event::MoveBegin(m)) => {
+            // Resumed after a restart: the first record's `before` stands.
+            let before = s.moving.as_ref().map_or(m.before, |x| x.before);
+            s.moving = Some(Move {
+                before,
+                ..m.clone()
+            });
+        }
+        (_, Event::MoveBegin(m)) => {
+            s.moving = Some(Move {
+                before: s.state,
+                ..m.clone()
+            });
+            enter(&mut s, Moving, now);
+        }
+        (Moving, Event::MoveAborted) => {
+            let before = s.moving.take().map_or(Idle, |m| m.before);
+            enter(&mut s, before, now);
+        }
+        (Finishing, Event::MoveAborted) => finished(&mut s, &mut fx, now),
+        (Moving | Finishing, Event::MoveDone { transcript }) => {
+            let m = s.moving.take();
+            if let Some(m) = &m {
+                s.account = Some(m.to.clone());
+                s.claude_session_id = Some(m.conversation.clone());
+            }
+            s.transcript_path = Some(transcript.clone());
+            s.last_activity = now;
+            if s.state == Finishing {
+                finished(&mut s, &mut fx, now);
+            } else if autonomous {
+                enter(&mut s, if has_task { Working } else { Idle }, now);
+            } else {
+                let before = m.map_or(Idle, |m| m.before);
+                enter(&mut s, if before == Limited { Idle } else { before }, now);
+            }
+        }
+        (Limited, Event::LimitIsHistory) => {
+            enter(&mut s, if has_task { Working } else { Idle }, now)
+        }
+        (
+            state,
+            Event::Restarted {
+                alive,
+                exists,
+                transcript_exists,
+            },
+        ) => restarted(
+            &mut s,
+            &mut fx,
+            state,
+            *alive,
+            *exists,
+            *transcript_exists,
+            now,
+        ),
+        _ => {}
+    }
+    (s, fx)
 }
 
-/// The task is done: to `done/` with a record, then the agent is stopped
-/// and the session freed (on a short-lived thread: `/exit` takes a moment).
-pub fn finish(ctx: &Ctx, s: &Session) {
-    let Some(t) = &s.task else { return };
-    let now = now_secs();
+/// A restart re-adopts what runs: a working agent keeps its task, a launch
+/// cut short after the message was taken (its transcript exists) is adopted,
+/// a move is finished by the switcher; any other claim goes back.
+fn restarted(
+    s: &mut Session,
+    fx: &mut Vec<Effect>,
+    state: SessionState,
+    alive: bool,
+    exists: bool,
+    transcript_exists: bool,
+    now: u64,
+) {
+    use SessionState::*;
+    if state == Moving {
+        return;
+    }
+    if s.kind == SessionKind::Dedicated {
+        if !exists {
+            enter(s, Dead, now);
+        } else if state == Dead {
+            enter(s, Idle, now);
+        }
+        return;
+    }
+    let has_task = s.task.is_some();
+    let delivered = transcript_exists && matches!(state, Starting | Finishing);
+    match state {
+        Working | WaitingInput | Limited if has_task && alive => {}
+        Starting if has_task && alive && delivered => {
+            log::info!(
+                "session {}: its launch was cut short after the message was taken; adopting it",
+                s.name
+            );
+            enter(s, Working, now);
+        }
+        // Its turn ended before the crash; the Stop event is gone.
+        Finishing if has_task && alive && delivered => finished(s, fx, now),
+        _ => {
+            if let Some(t) = s.task.take() {
+                fx.push(Effect::GiveBack(
+                    t,
+                    Cause::Orphaned("its agent is gone or was mid-launch".into()),
+                ));
+            }
+            if alive {
+                // A leftover agent (a crash mid-launch or mid-recycle).
+                enter(s, Stopping, now);
+                fx.push(Effect::StopAgent);
+            } else {
+                enter(s, if exists { Idle } else { Dead }, now);
+            }
+        }
+    }
+}
+
+/// Steps the named session under the state lock and persists it. `None`
+/// when there is no such session.
+pub fn apply(ctx: &Ctx, name: &str, ev: &Event) -> Option<(Session, Vec<Effect>)> {
+    ctx.update(|st| {
+        let s = st.sessions.get_mut(name)?;
+        let (next, fx) = step(s, ev, now_secs());
+        *s = next;
+        Some((s.clone(), fx))
+    })
+}
+
+/// `apply`, then `perform`: what most callers want.
+pub fn handle(ctx: &Ctx, name: &str, ev: Event) {
+    if let Some((s, fx)) = apply(ctx, name, &ev) {
+        perform(ctx, &s, fx);
+    }
+}
+
+/// Does what a step asked for.
+pub fn perform(ctx: &Ctx, s: &Session, effects: Vec<Effect>) {
+    let name = s.name.as_str();
+    for e in effects {
+        match e {
+            Effect::StopAgent => stop_in_background(ctx, name),
+            Effect::Terminate => launch::terminate(&ctx.tmux, name),
+            Effect::Finish(t) => finish(ctx, s, &t),
+            Effect::GiveBack(t, cause) => give_back(ctx, &t, &cause),
+            Effect::Fail(t, why) => match t.queue().fail(&t.name, true, &why) {
+                Ok(_) => ctx.update(|st| {
+                    st.metrics.tasks_failed += 1;
+                    st.attempts.remove(&t.key());
+                }),
+                Err(e) => log::error!("cannot move {} to failed/: {e}", t.name),
+            },
+            Effect::Report(event, msg) => {
+                ctx.notify(Notice::new(event, format!("{name}: {msg}")).field("session", name))
+            }
+            Effect::ReportUnguarded(task, why) => ctx.notify(
+                Notice::new("launch_unguarded", format!("{name}: {why}; stopping it"))
+                    .field("session", name)
+                    .field("task", task),
+            ),
+            Effect::Free => {
+                let _ = ctx
+                    .to_dispatcher
+                    .send(DispatchMsg::SessionFree(name.into()));
+            }
+            Effect::AskFailover => {
+                log::warn!("{name}: usage limit reached");
+                let _ = ctx.to_failover.send(FailoverMsg::Limit {
+                    session: name.into(),
+                });
+            }
+            Effect::Throttled => {
+                let _ = ctx.to_failover.send(FailoverMsg::RateLimited {
+                    session: name.into(),
+                });
+            }
+            Effect::Recreate => {
+                let home = std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| "/".into());
+                match ctx.tmux.new_session(name, &home) {
+                    Ok(()) => {
+                        log::info!("recreated tmux session {name}");
+                        handle(ctx, name, Event::Recreated);
+                    }
+                    Err(e) => handle(
+                        ctx,
+                        name,
+                        Event::RecreateFailed(format!("cannot recreate tmux session {name}: {e}")),
+                    ),
+                }
+            }
+            Effect::Check => {
+                let _ = ctx.to_watcher.send(WatchMsg::Check);
+            }
+        }
+    }
+}
+
+/// The task is done: to `done/` with a record.
+fn finish(ctx: &Ctx, s: &Session, t: &TaskRef) {
     let record = serde_json::json!({
         "task": t.name,
         "project": t.project,
@@ -266,7 +593,7 @@ pub fn finish(ctx: &Ctx, s: &Session) {
         "model": t.model,
         "priority": t.priority.as_str(),
         "started": rfc3339(t.started),
-        "ended": rfc3339(now),
+        "ended": rfc3339(now_secs()),
     });
     match t.queue().done(&t.name, &record) {
         Ok(p) => log::info!("{}: {} done -> {}", s.name, t.name, p.display()),
@@ -278,56 +605,32 @@ pub fn finish(ctx: &Ctx, s: &Session) {
     ctx.update(|st| {
         st.attempts.remove(&t.key());
         st.metrics.tasks_done += 1;
-        if let Some(x) = st.sessions.get_mut(&s.name) {
-            x.task = None;
-        }
     });
-    stop_in_background(ctx, &s.name);
 }
 
-/// Stops the agent in `name` and frees the session, off the caller's thread.
-pub(crate) fn stop_in_background(ctx: &Ctx, name: &str) {
+/// Stops the agent in `name` off the caller's thread (`/exit` takes a
+/// moment), then tells the watcher which agent left. One that would not
+/// leave stays `stopping`.
+fn stop_in_background(ctx: &Ctx, name: &str) {
     let tmux = ctx.tmux.clone();
     let timeout = ctx.config().failover.stop_timeout.get();
     let to_watcher = ctx.to_watcher.clone();
     let n = name.to_string();
     let spawned = std::thread::Builder::new()
         .name(format!("stop-{name}"))
-        .spawn(move || {
-            // Say which agent left rather than have the watcher poll tmux
-            // for every session. One that would not leave stays `stopping`.
-            match launch::stop_agent(&tmux, &n, timeout) {
-                Ok(()) => {
-                    let _ = to_watcher.send(WatchMsg::Stopped(n));
-                }
-                Err(e) => log::error!("{e}"),
+        .spawn(move || match launch::stop_agent(&tmux, &n, timeout) {
+            Ok(()) => {
+                let _ = to_watcher.send(WatchMsg::Stopped(n));
             }
+            Err(e) => log::error!("{e}"),
         });
     if let Err(e) = spawned {
         log::error!("cannot start a thread to stop {name}: {e}");
     }
 }
 
-/// `POST /sessions/NAME/recycle`: stop the agent; its task goes back.
-pub fn recycle(ctx: &Ctx, name: &str, why: &str) {
-    let Some(s) = ctx.state().sessions.get(name).cloned() else {
-        return;
-    };
-    log::info!("recycling {name} ({why})");
-    if let Some(t) = &s.task {
-        let _ = t.queue().unclaim(&t.name);
-    }
-    ctx.update(|st| {
-        if let Some(x) = st.sessions.get_mut(name) {
-            x.task = None;
-            x.set_state(SessionState::Stopping);
-        }
-    });
-    stop_in_background(ctx, name);
-}
-
 /// Puts a claimed task back in the inbox, logging what cannot be done.
-pub(crate) fn requeue(t: &TaskRef) {
+fn requeue(t: &TaskRef) {
     match t.queue().unclaim(&t.name) {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -339,109 +642,46 @@ pub(crate) fn requeue(t: &TaskRef) {
     }
 }
 
-/// After a failed launch: back to the inbox, or to `failed/` once
-/// `max_attempts` launches have failed.
-pub fn give_back(ctx: &Ctx, task: &TaskRef, attempts: u32, reason: &str) {
-    let cfg = ctx.config();
-    let q = task.queue();
-    if attempts >= cfg.dispatcher.max_attempts {
-        let why = format!("{} launches failed; last: {reason}", attempts);
-        match q.fail(&task.name, true, &why) {
-            Ok(_) => {
-                ctx.update(|st| {
-                    st.attempts.remove(&task.key());
-                    st.metrics.tasks_failed += 1;
-                });
-                ctx.notify(
-                    Notice::new("task_failed", format!("{} failed: {why}", task.name))
-                        .field("task", task.name.clone())
-                        .field("project", task.project.display().to_string()),
-                );
-            }
-            Err(e) => log::error!("cannot move {} to failed/: {e}", task.name),
-        }
-    } else {
+/// Back to the inbox; when the cause charges an attempt, to `failed/` once
+/// `max_attempts` are used up.
+pub fn give_back(ctx: &Ctx, task: &TaskRef, cause: &Cause) {
+    let reason = cause.as_str();
+    if !cause.charges_attempt() {
+        log::info!("{} goes back to the inbox ({reason})", task.name);
+        requeue(task);
+        return;
+    }
+    let attempts = ctx.update(|st| {
+        let n = st.attempts.entry(task.key()).or_insert(0);
+        *n += 1;
+        *n
+    });
+    let max = ctx.config().dispatcher.max_attempts;
+    if attempts < max {
         requeue(task);
         log::info!(
-            "{} is back in the inbox (attempt {attempts} of {})",
-            task.name,
-            cfg.dispatcher.max_attempts
+            "{} is back in the inbox (attempt {attempts} of {max}): {reason}",
+            task.name
         );
+        return;
+    }
+    let why = format!("{attempts} launches failed; last: {reason}");
+    match task.queue().fail(&task.name, true, &why) {
+        Ok(_) => {
+            ctx.update(|st| {
+                st.attempts.remove(&task.key());
+                st.metrics.tasks_failed += 1;
+            });
+            ctx.notify(
+                Notice::new("task_failed", format!("{} failed: {why}", task.name))
+                    .field("task", task.name.clone())
+                    .field("project", task.project.display().to_string()),
+            );
+        }
+        Err(e) => log::error!("cannot move {} to failed/: {e}", task.name),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::state::SessionKind;
-
-    fn with_task(state: SessionState) -> Session {
-        let mut s = Session::new("s", SessionKind::Autonomous, None);
-        s.state = state;
-        s.task = Some(TaskRef {
-            project: "/p".into(),
-            name: "t.md".into(),
-            priority: Default::default(),
-            model: "sonnet".into(),
-            started: 0,
-        });
-        s
-    }
-
-    #[test]
-    fn turn_done_finishes_a_working_task() {
-        let (next, a) = transition(&with_task(SessionState::Working), &Signal::TurnDone);
-        assert_eq!((next, a), (Some(SessionState::Stopping), Action::Finish));
-        let idle = Session::new("s", SessionKind::Autonomous, None);
-        assert_eq!(transition(&idle, &Signal::TurnDone), (None, Action::None));
-    }
-
-    #[test]
-    fn agent_death_requeues_but_a_stop_frees() {
-        let (next, a) = transition(
-            &with_task(SessionState::Working),
-            &Signal::AgentGone("x".into()),
-        );
-        assert_eq!(
-            (next, a),
-            (Some(SessionState::Idle), Action::Requeue("x".into()))
-        );
-        let mut s = with_task(SessionState::Stopping);
-        s.task = None;
-        assert_eq!(
-            transition(&s, &Signal::AgentGone("x".into())),
-            (Some(SessionState::Idle), Action::Freed)
-        );
-    }
-
-    #[test]
-    fn limit_fails_over_once() {
-        let (next, a) = transition(&with_task(SessionState::Working), &Signal::LimitShown);
-        assert_eq!((next, a), (Some(SessionState::Limited), Action::Failover));
-        assert_eq!(
-            transition(&with_task(SessionState::Limited), &Signal::LimitShown),
-            (None, Action::None)
-        );
-    }
-
-    #[test]
-    fn a_launch_in_flight_owns_its_gone_session() {
-        let s = with_task(SessionState::Starting);
-        assert_eq!(transition(&s, &Signal::SessionGone), (None, Action::None));
-    }
-
-    #[test]
-    fn gone_sessions() {
-        let s = with_task(SessionState::Working);
-        assert_eq!(
-            transition(&s, &Signal::SessionGone),
-            (Some(SessionState::Dead), Action::Recreate)
-        );
-        let mut d = Session::new("d", SessionKind::Dedicated, None);
-        d.state = SessionState::Idle;
-        assert!(matches!(
-            transition(&d, &Signal::SessionGone).1,
-            Action::Report("session_dead", _)
-        ));
-    }
-}
+#[path = "lifecycle_tests.rs"]
+mod tests;

@@ -23,7 +23,7 @@ pub enum SessionKind {
     Dedicated,
 }
 
-/// Where a pool session is in its life. `SessionState::next` holds the
+/// Where a pool session is in its life. `lifecycle::step` holds the
 /// transitions; nothing else assigns states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -42,6 +42,11 @@ pub enum SessionState {
     Stopping,
     /// The tmux session is gone or unusable.
     Dead,
+    /// Its conversation is being moved to another account (`Session::moving`).
+    Moving,
+    /// The agent ended its turn before its launch or move reported: the
+    /// task is finished when it does.
+    Finishing,
 }
 
 impl SessionState {
@@ -54,9 +59,11 @@ impl SessionState {
             SessionState::Limited => "limited",
             SessionState::Stopping => "stopping",
             SessionState::Dead => "dead",
+            SessionState::Moving => "moving",
+            SessionState::Finishing => "finishing",
         }
     }
-    pub const ALL: [SessionState; 7] = [
+    pub const ALL: [SessionState; 9] = [
         SessionState::Idle,
         SessionState::Starting,
         SessionState::Working,
@@ -64,6 +71,8 @@ impl SessionState {
         SessionState::Limited,
         SessionState::Stopping,
         SessionState::Dead,
+        SessionState::Moving,
+        SessionState::Finishing,
     ];
 }
 
@@ -119,10 +128,28 @@ pub struct Session {
     /// Whether a stuck/waiting report was already raised for this state.
     #[serde(skip)]
     pub reported: bool,
-    /// The turn ended while the launch was still being confirmed (kept
-    /// across a crash: the Stop event is consumed by then).
+    /// The move under way while `Moving` (kept across a crash: a restart
+    /// finishes it).
     #[serde(default)]
-    pub early_stop: bool,
+    pub moving: Option<Move>,
+}
+
+/// A move of a session's conversation to another account, persisted while
+/// it runs: a daemon killed in the middle finishes it when it starts again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Move {
+    /// The account it goes to.
+    pub to: String,
+    /// The account it comes from, when known.
+    pub from: Option<String>,
+    /// The conversation resumed there.
+    pub conversation: String,
+    pub project: PathBuf,
+    pub task: Option<TaskRef>,
+    /// Asked for by the operator (the note says so).
+    pub manual: bool,
+    /// The state to go back to if the old agent cannot be stopped.
+    pub before: SessionState,
 }
 
 impl Session {
@@ -143,22 +170,7 @@ impl Session {
             hooks_confirmed: false,
             recent_blocks: VecDeque::new(),
             reported: false,
-            early_stop: false,
-        }
-    }
-
-    /// Changes state and stamps `since`; a no-op when unchanged.
-    pub fn set_state(&mut self, s: SessionState) {
-        if self.state != s {
-            log::debug!(
-                "session {}: {} -> {}",
-                self.name,
-                self.state.as_str(),
-                s.as_str()
-            );
-            self.state = s;
-            self.since = now_secs();
-            self.reported = false;
+            moving: None,
         }
     }
 

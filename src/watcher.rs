@@ -1,8 +1,8 @@
 //! Watcher thread: keeps each pool session's state true. It applies the
 //! hook events as they land (inotify on the events folder, and those queued
 //! while the daemon was down) and checks tmux every `watcher.interval` as the
-//! fallback. All state transitions are in `transition`; their side effects
-//! (task to `done/`, recycle, requeue, failover, reports) in `act`.
+//! fallback. What it sees goes to `lifecycle` as events; the transitions
+//! and what follows from them are there.
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -16,9 +16,9 @@ use crossbeam_channel::{select, Receiver};
 use crate::bus::{Ctx, WatchMsg};
 use crate::events::{self, GuardRecord, HookEvent, Kind};
 use crate::fswatch::{FsEvent, FsWatch};
-use crate::lifecycle::{recycle, report, signal, stop_in_background, Signal};
+use crate::lifecycle::{handle, Event};
 use crate::notice::Notice;
-use crate::state::{Session, SessionKind, SessionState, TaskRef};
+use crate::state::{Session, SessionKind, SessionState};
 use crate::timefmt::{now_secs, rfc3339};
 use crate::tmux::PaneInfo;
 
@@ -59,8 +59,11 @@ pub fn run(ctx: Arc<Ctx>, rx: Receiver<WatchMsg>) {
                     w.apply_events(&ctx);
                     w.check(&ctx);
                 }
-                Ok(WatchMsg::Recycle(name)) => recycle(&ctx, &name, "operator request"),
-                Ok(WatchMsg::Stopped(name)) => signal(&ctx, &name, Signal::AgentGone("stopped".into())),
+                Ok(WatchMsg::Recycle(name)) => {
+                    log::info!("recycling {name} (operator request)");
+                    handle(&ctx, &name, Event::Recycle);
+                }
+                Ok(WatchMsg::Stopped(name)) => handle(&ctx, &name, Event::AgentGone("stopped".into())),
                 Err(_) => break,
             },
             default(timeout) => {
@@ -134,25 +137,21 @@ impl Watcher {
         let now = now_secs();
         for s in sessions {
             let Some(pane) = panes.get(&s.name) else {
-                signal(ctx, &s.name, Signal::SessionGone);
+                handle(ctx, &s.name, Event::SessionGone);
                 continue;
             };
             if s.state == SessionState::Dead {
-                signal(ctx, &s.name, Signal::SessionPresent);
+                handle(ctx, &s.name, Event::SessionPresent);
             }
             self.check_pane(ctx, &s, pane, now);
             if s.state == SessionState::Working && !s.reported {
                 let stuck = cfg.watcher.stuck_after.get().as_secs();
                 if now.saturating_sub(s.since) >= stuck {
-                    report(
-                        ctx,
-                        &s.name,
-                        "session_stuck",
-                        format!(
-                            "working on the same task for more than {}",
-                            cfg.watcher.stuck_after
-                        ),
+                    let why = format!(
+                        "working on the same task for more than {}",
+                        cfg.watcher.stuck_after
                     );
+                    handle(ctx, &s.name, Event::Stuck(why));
                 }
             }
         }
@@ -176,7 +175,7 @@ impl Watcher {
                     "the agent exited (status {})",
                     pane.exit_status.map_or("unknown".into(), |c| c.to_string())
                 );
-                signal(ctx, &s.name, Signal::AgentGone(why));
+                handle(ctx, &s.name, Event::AgentGone(why));
             }
             return;
         }
@@ -207,7 +206,7 @@ impl Watcher {
         // Old lines scroll away: follow the count down, never up.
         base.1 = base.1.min(limits);
         if limits > base.1 {
-            signal(ctx, &s.name, Signal::LimitShown);
+            handle(ctx, &s.name, Event::LimitShown);
             return;
         }
         let hash = fnv(&screen);
@@ -215,7 +214,7 @@ impl Watcher {
         if changed {
             self.screens.insert(s.name.clone(), (hash, Instant::now()));
             if s.state == WaitingInput {
-                signal(ctx, &s.name, Signal::Active);
+                handle(ctx, &s.name, Event::Active);
             }
         }
         let Some(task) = &s.task else { return };
@@ -227,7 +226,7 @@ impl Watcher {
         if !s.hooks_confirmed
             && now.saturating_sub(task.started) > cfg.agent.prompt_timeout.get().as_secs() + 1
         {
-            unguarded(ctx, s, task);
+            unguarded(ctx, s);
             return;
         }
         if status_says_idle(&task.project, task.started) {
@@ -236,7 +235,7 @@ impl Watcher {
                 s.name,
                 task.project.join(".agent-queue/status.json").display()
             );
-            signal(ctx, &s.name, Signal::TurnDone);
+            handle(ctx, &s.name, Event::TurnDone);
         }
     }
 }
@@ -320,17 +319,27 @@ fn apply_record(ctx: &Ctx, rec: events::Record) {
                     source,
                 } => {
                     log::info!("{name}: SessionStart ({source}) {session_id}");
-                    Signal::Started {
+                    // The transcript lives under the account's config dir:
+                    // how a session started by hand tells its account.
+                    let account = transcript_path.as_ref().and_then(|t| {
+                        ctx.config()
+                            .accounts
+                            .iter()
+                            .find(|a| t.starts_with(&a.config_dir))
+                            .map(|a| a.name.clone())
+                    });
+                    Event::Started {
                         claude_session_id: session_id,
                         transcript: transcript_path,
+                        account,
                     }
                 }
                 HookEvent::Stop {
                     background: false, ..
-                } => Signal::TurnDone,
+                } => Event::TurnDone,
                 HookEvent::Stop {
                     background: true, ..
-                } => Signal::Active,
+                } => Event::Active,
                 HookEvent::StopFailure { error, message, .. } => {
                     log::warn!("{name}: StopFailure {error}: {message}");
                     // A limit on the pane, or an account that cannot be
@@ -339,23 +348,23 @@ fn apply_record(ctx: &Ctx, rec: events::Record) {
                     let account_out =
                         matches!(error.as_str(), "authentication_failed" | "billing_error");
                     if account_out || (is_limit_error(&error) && pane_shows_limit(ctx, &name)) {
-                        Signal::LimitShown
+                        Event::LimitShown
                     } else {
-                        Signal::ApiError(error)
+                        Event::ApiError(error)
                     }
                 }
                 HookEvent::Notification { kind, message, .. }
                     if kind == "permission_prompt" || kind == "idle_prompt" =>
                 {
-                    Signal::WaitingInput(format!("{kind}: {message}"))
+                    Event::WaitingInput(format!("{kind}: {message}"))
                 }
-                HookEvent::Notification { .. } => Signal::Active,
+                HookEvent::Notification { .. } => Event::Active,
                 HookEvent::SessionEnd { reason, .. } => {
-                    Signal::AgentGone(format!("SessionEnd ({reason})"))
+                    Event::AgentGone(format!("SessionEnd ({reason})"))
                 }
                 HookEvent::Other { .. } => return,
             };
-            signal(ctx, &name, sig);
+            handle(ctx, &name, sig);
         }
     }
 }
@@ -371,27 +380,9 @@ fn pane_shows_limit(ctx: &Ctx, name: &str) -> bool {
 }
 
 /// No SessionStart within the prompt timeout: the agent runs unguarded.
-fn unguarded(ctx: &Ctx, s: &Session, t: &TaskRef) {
+fn unguarded(ctx: &Ctx, s: &Session) {
     let why = "no SessionStart event from the agent: its hooks (the guard) do not fire there (untrusted folder or hooks disabled)";
-    ctx.notify(
-        Notice::new(
-            "launch_unguarded",
-            format!("{}: {why}; stopping it", s.name),
-        )
-        .field("session", s.name.clone())
-        .field("task", t.name.clone()),
-    );
-    let attempts = ctx.update(|st| {
-        if let Some(x) = st.sessions.get_mut(&s.name) {
-            x.task = None;
-            x.set_state(SessionState::Stopping);
-        }
-        let n = st.attempts.entry(t.key()).or_insert(0);
-        *n += 1;
-        *n
-    });
-    crate::lifecycle::give_back(ctx, t, attempts, why);
-    stop_in_background(ctx, &s.name);
+    handle(ctx, &s.name, Event::Unguarded(why.into()));
 }
 
 /// A guard decision: audit line, metrics, notice, and the circuit breaker.
@@ -422,10 +413,11 @@ fn guard_record(ctx: &Ctx, name: &str, g: GuardRecord) {
     }
     let now = now_secs();
     let window = cfg.guard.breaker_window.get().as_secs();
-    let (count, session) = ctx
-        .update(|st| {
-            st.metrics.guard_blocks += 1;
-            let s = st.sessions.get_mut(name)?;
+    // Not persisted (recent blocks and metrics): no state write.
+    let count = {
+        let mut st = ctx.state();
+        st.metrics.guard_blocks += 1;
+        st.sessions.get_mut(name).map(|s| {
             s.recent_blocks.push_back(now);
             while s
                 .recent_blocks
@@ -434,9 +426,9 @@ fn guard_record(ctx: &Ctx, name: &str, g: GuardRecord) {
             {
                 s.recent_blocks.pop_front();
             }
-            Some((s.recent_blocks.len() as u32, s.clone()))
+            s.recent_blocks.len() as u32
         })
-        .unzip();
+    };
     ctx.notify(
         Notice::new(
             "guard_block",
@@ -445,7 +437,7 @@ fn guard_record(ctx: &Ctx, name: &str, g: GuardRecord) {
         .field("session", name)
         .field("rule", g.rule.clone()),
     );
-    let (Some(count), Some(s)) = (count, session) else {
+    let Some(count) = count else {
         return;
     };
     if count < cfg.guard.breaker_blocks {
@@ -455,22 +447,5 @@ fn guard_record(ctx: &Ctx, name: &str, g: GuardRecord) {
         "circuit breaker: {count} guard blocks within {}; the agent may be following injected instructions",
         cfg.guard.breaker_window
     );
-    ctx.notify(Notice::new("circuit_breaker", format!("{name}: {why}")).field("session", name));
-    if let Some(t) = &s.task {
-        match t.queue().fail(&t.name, true, &why) {
-            Ok(_) => ctx.update(|st| {
-                st.metrics.tasks_failed += 1;
-                st.attempts.remove(&t.key());
-            }),
-            Err(e) => log::error!("cannot move {} to failed/: {e}", t.name),
-        }
-    }
-    ctx.update(|st| {
-        if let Some(x) = st.sessions.get_mut(name) {
-            x.task = None;
-            x.recent_blocks.clear();
-            x.set_state(SessionState::Stopping);
-        }
-    });
-    stop_in_background(ctx, name);
+    handle(ctx, name, Event::Breaker(why));
 }

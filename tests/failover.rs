@@ -521,3 +521,137 @@ fn quota_command_polls_every_account_once_and_prints_them() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// The state file as the daemon last wrote it.
+fn state_file(s: &Setup) -> Value {
+    fs::read(s.env.root().join("state/state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
+}
+
+fn alive(pid: u64) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+/// A daemon in its own process, killed with SIGKILL on drop.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_daemon(s: &Setup, cfg: &Path) -> Proc {
+    let err = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(s.env.root().join("daemon.log"))
+        .unwrap();
+    Proc(
+        std::process::Command::new(env!("CARGO_BIN_EXE_claude-failover"))
+            .args(["run", "-c"])
+            .arg(cfg)
+            .env("RUST_LOG", "info")
+            .stderr(err)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn kill_dash_nine_during_a_failover_then_a_restart_finishes_every_move() {
+    // Where the daemon dies: as the switch is recorded, while a session is
+    // being moved, and once the first conversation runs on the backup.
+    type Point = fn(&Setup, &Value) -> bool;
+    let points: [(&str, Point); 3] = [
+        ("the switch recorded", |_, st| {
+            st["failover_in_progress"] == true
+        }),
+        ("a session moving", |_, st| {
+            st["sessions"]
+                .as_object()
+                .is_some_and(|m| m.values().any(|x| x["state"] == "moving"))
+        }),
+        ("one conversation resumed on backup", |s, _| {
+            !resumed(&s.env, 1).is_empty()
+        }),
+    ];
+    for (point, reached) in points {
+        let s = Setup::new(1, 2);
+        let cfg = s.env.root().join("config.yaml");
+        fs::write(&cfg, s.yaml()).unwrap();
+        let d = spawn_daemon(&s, &cfg);
+        s.long_task(0, "a.md");
+        s.long_task(0, "b.md");
+        wait_for("two agents working on main", T, || {
+            let st = state_file(&s);
+            st["sessions"].as_object().is_some_and(|m| {
+                m.values()
+                    .filter(|x| x["state"] == "working" && x["hooks_confirmed"] == true)
+                    .count()
+                    == 2
+            })
+        });
+        let ids: Vec<String> = s
+            .env
+            .log(0, "start")
+            .iter()
+            .filter_map(|r| r["session_id"].as_str().map(String::from))
+            .collect();
+        assert_eq!(ids.len(), 2, "{ids:?}");
+        s.server.usage("tok-main", 91.0, 40.0);
+        wait_for(point, T, || reached(&s, &state_file(&s)));
+        drop(d); // SIGKILL
+        let d = spawn_daemon(&s, &cfg);
+        wait_for(&format!("killed at {point}: both moved"), T, || {
+            let st = state_file(&s);
+            let on_backup = st["sessions"].as_object().is_some_and(|m| {
+                // Working, or done already: the note makes it go on.
+                m.values().filter(|x| x["account"] == "backup").count() == 2
+            });
+            on_backup && st["failover_in_progress"] == false
+        });
+        let resumed_ids: Vec<String> = resumed(&s.env, 1)
+            .iter()
+            .filter_map(|r| r["session_id"].as_str().map(String::from))
+            .collect();
+        for id in &ids {
+            assert!(
+                resumed_ids.contains(id),
+                "killed at {point}: {id} not resumed on backup: {resumed_ids:?}"
+            );
+        }
+        for r in resumed(&s.env, 1) {
+            let argv: Vec<&str> = r["argv"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|a| a.as_str())
+                .collect();
+            let i = argv.iter().position(|a| *a == "--resume").unwrap();
+            assert!(ids.iter().any(|id| id == argv[i + 1]), "{argv:?}");
+        }
+        wait_for(
+            &format!("killed at {point}: no agent left on main"),
+            T,
+            || {
+                s.env
+                    .log(0, "start")
+                    .iter()
+                    .filter_map(|r| r["pid"].as_u64())
+                    .all(|pid| !alive(pid))
+            },
+        );
+        let st = state_file(&s);
+        assert_eq!(st["active_account"], "backup", "killed at {point}");
+        for x in st["sessions"].as_object().unwrap().values() {
+            let id = x["claude_session_id"].as_str().unwrap_or_default();
+            assert!(ids.iter().any(|i| i == id), "killed at {point}: {x}");
+        }
+        drop(d);
+    }
+}
