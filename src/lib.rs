@@ -34,6 +34,7 @@ pub mod state;
 pub mod status;
 pub mod systemd;
 pub mod task;
+pub mod taskcmd;
 pub mod timefmt;
 pub mod tmux;
 pub mod transcripts;
