@@ -25,6 +25,7 @@ pub mod janitor;
 pub mod launch;
 pub mod lifecycle;
 pub mod logging;
+pub mod metrics;
 pub mod notice;
 pub mod notify;
 pub mod plan;
