@@ -7,6 +7,7 @@
 //! channels between them, one `Mutex<State>` (see `bus::Ctx`).
 
 pub mod account;
+pub mod args;
 pub mod bus;
 pub mod checkpoint;
 pub mod cli;
