@@ -34,6 +34,7 @@ pub mod probe;
 pub mod quota;
 pub mod state;
 pub mod status;
+pub mod strict;
 pub mod systemd;
 pub mod task;
 pub mod taskcmd;
