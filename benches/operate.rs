@@ -10,6 +10,10 @@
 //!
 //! `cargo bench --bench operate`
 
+#[path = "procstat.rs"]
+#[allow(dead_code)]
+mod procstat;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -17,6 +21,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use procstat::{cpu_ticks, settle, status_kb};
 
 const PROJECTS: usize = 200;
 const SESSIONS: usize = 10;
@@ -127,16 +133,7 @@ fn main() {
     // Start-up work (creating sessions, first scans, stopping stray
     // programs in fresh panes) is over when a 2 s window costs at most a
     // tick, in the daemon and in its tmux children.
-    let settle = Instant::now();
-    loop {
-        let (a0, b0) = cpu_ticks(pid);
-        std::thread::sleep(Duration::from_secs(2));
-        let (a1, b1) = cpu_ticks(pid);
-        if (a1 - a0) + (b1 - b0) <= 1 || settle.elapsed() > Duration::from_secs(60) {
-            break;
-        }
-    }
-    let settled = settle.elapsed();
+    let settled = settle(pid);
 
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let (u0, c0) = cpu_ticks(pid);
@@ -192,29 +189,6 @@ fn main() {
         "  VmRSS / threads after load   {:.2} MiB / {threads_after}",
         rss_after as f64 / 1024.0
     );
-}
-
-/// (utime+stime, cutime+cstime) in clock ticks.
-fn cpu_ticks(pid: u32) -> (u64, u64) {
-    let s = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the `(comm)`, which may hold spaces.
-    let rest = &s[s.rfind(')').unwrap() + 2..];
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // rest[0] is field 3 (state): utime is field 14, stime 15, cutime 16, cstime 17.
-    (f[11] + f[12], f[13] + f[14])
-}
-
-fn status_kb(pid: u32, key: &str) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Requests per second over 3 s from `CLIENTS` threads.

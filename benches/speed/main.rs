@@ -12,16 +12,20 @@
 //! runs against every binary in turn before the next starts; a table of
 //! every figure closes the run.
 
+#[path = "../procstat.rs"]
+mod procstat;
 mod rig;
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use rig::{
-    cpu_ticks, fake_claude, median, now_us, post, status_kb, thread_ticks, tick_ms, usage_server,
-    Rig, Setup,
-};
+use procstat::{cpu_ticks, settle, status_kb, thread_ticks, tick_ms};
+use rig::{median, now_us, post, Rig, Setup};
+use support::fake_claude;
+use support::usage::{creds, Server};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -395,7 +399,8 @@ fn startup(bin: &Bin, rep: &mut Report) {
 fn failover(bin: &Bin, rep: &mut Report) {
     let mut v = Vec::new();
     for _ in 0..3 {
-        let (url, usage) = usage_server(90.0);
+        let usage = Server::start();
+        let url = format!("{}/usage", usage.url);
         let mut r = Rig::new(&Setup {
             agent: fake_claude(),
             accounts: 2,
@@ -403,13 +408,8 @@ fn failover(bin: &Bin, rep: &mut Report) {
             ..Setup::default()
         });
         for (i, a) in r.accounts.iter().enumerate() {
-            let exp = now_us() / 1000 + 3_600_000;
-            fs::write(
-                a.join(".credentials.json"),
-                format!(r#"{{"claudeAiOauth":{{"accessToken":"tok-a{i}","expiresAt":{exp}}}}}"#),
-            )
-            .unwrap();
-            usage.lock().unwrap().five.insert(format!("tok-a{i}"), 10.0);
+            creds(a, &format!("tok-a{i}"), now_us() / 1000 + 3_600_000);
+            usage.usage(&format!("tok-a{i}"), 10.0, 10.0);
         }
         r.task(0, "w.md", "work @fake:sleep=600");
         r.start(&bin.path);
@@ -422,7 +422,8 @@ fn failover(bin: &Bin, rep: &mut Report) {
             v["sessions"]["s-1"]["state"] == "working"
                 && v["sessions"]["s-1"]["hooks_confirmed"] == true
         });
-        usage.lock().unwrap().five.insert("tok-a0".into(), 95.0);
+        let changed = Instant::now();
+        usage.usage("tok-a0", 95.0, 10.0);
         let log = r.accounts[1].join("fake-claude/log.jsonl");
         let resumed = || {
             fs::read_to_string(&log)
@@ -432,8 +433,12 @@ fn failover(bin: &Bin, rep: &mut Report) {
                 .find(|v| v["event"] == "start" && v["resumed"] == true)
                 .and_then(|v| v["at"].as_u64())
         };
+        r.wait("the reading over the threshold", T, || {
+            usage.last_request("tok-a0").is_some_and(|t| t > changed)
+        });
+        let ago = usage.last_request("tok-a0").unwrap().elapsed();
+        let crossed = (now_us() - ago.as_micros() as u64) / 1000;
         r.wait("the relaunch on the backup", T, || resumed().is_some());
-        let crossed = usage.lock().unwrap().first_over["tok-a0"] / 1000;
         v.push(resumed().unwrap().saturating_sub(crossed) as f64);
     }
     let all: Vec<String> = v.iter().map(|x| format!("{x:.0}")).collect();
@@ -466,15 +471,7 @@ fn rest(bin: &Bin, rep: &mut Report) {
     r.wait("10 tasks done", T, || r.done_count() >= 10);
     wait_idle(&r, 10);
     let pid = r.pid();
-    let settle = Instant::now();
-    loop {
-        let (a0, b0) = cpu_ticks(pid);
-        std::thread::sleep(Duration::from_secs(2));
-        let (a1, b1) = cpu_ticks(pid);
-        if (a1 - a0) + (b1 - b0) <= 1 || settle.elapsed() > Duration::from_secs(60) {
-            break;
-        }
-    }
+    settle(pid);
     let (u0, c0) = cpu_ticks(pid);
     let (from, t0) = (now_us(), Instant::now());
     let mut rss = 0;

@@ -1,16 +1,15 @@
 //! The parts every speed scenario needs: a temp root with projects and
 //! accounts, a config, the daemon binary under test as a child process
 //! (so the same scenario runs against any build), a counting `tmux` on its
-//! PATH, CPU and memory from /proc, and a loopback usage endpoint.
+//! PATH.
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub fn now_us() -> u64 {
@@ -34,10 +33,6 @@ pub fn until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 pub fn instant_agent() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/instant-agent")
-}
-
-pub fn fake_claude() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake-claude")
 }
 
 fn real_tmux() -> PathBuf {
@@ -388,111 +383,8 @@ pub fn post(addr: SocketAddr, token: &str, path: &str) -> bool {
     out.starts_with("HTTP/1.1 2")
 }
 
-/// CPU time of a process in clock ticks: (own utime+stime, waited-for children's).
-pub fn cpu_ticks(pid: u32) -> (u64, u64) {
-    stat_ticks(&format!("/proc/{pid}/stat"))
-}
-
-/// CPU ticks of the process's thread named `name` (all of them summed).
-pub fn thread_ticks(pid: u32, name: &str) -> Option<u64> {
-    let mut sum = None;
-    for e in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
-        let comm = fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        if comm.trim() == name {
-            let (t, _) = stat_ticks(&e.path().join("stat").to_string_lossy());
-            *sum.get_or_insert(0) += t;
-        }
-    }
-    sum
-}
-
-fn stat_ticks(path: &str) -> (u64, u64) {
-    let Ok(s) = fs::read_to_string(path) else {
-        return (0, 0);
-    };
-    let rest = &s[s.rfind(')').unwrap() + 2..];
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // rest[0] is field 3: utime is field 14, stime 15, cutime 16, cstime 17.
-    (f[11] + f[12], f[13] + f[14])
-}
-
-pub fn tick_ms() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    1000.0 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
-
-pub fn status_kb(pid: u32, key: &str) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 pub fn median(mut v: Vec<f64>) -> f64 {
     assert!(!v.is_empty(), "no samples");
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
-}
-
-/// A usage endpoint on loopback: answers each token's five-hour figure and
-/// remembers when it first answered at or over `over` (unix µs).
-#[derive(Default)]
-pub struct Usage {
-    pub five: HashMap<String, f64>,
-    pub first_over: HashMap<String, u64>,
-}
-
-pub fn usage_server(over: f64) -> (String, Arc<Mutex<Usage>>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/usage", l.local_addr().unwrap());
-    let u = Arc::new(Mutex::new(Usage::default()));
-    let u2 = u.clone();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { continue };
-            let u = u2.clone();
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(c.try_clone().unwrap());
-                let mut token = String::new();
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let line = line.trim_end();
-                    if line.is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = line.split_once(':') {
-                        if k.eq_ignore_ascii_case("authorization") {
-                            token = v.trim().trim_start_matches("Bearer ").to_string();
-                        }
-                    }
-                }
-                let five = {
-                    let mut g = u.lock().unwrap();
-                    let f = g.five.get(&token).copied().unwrap_or(0.0);
-                    if f >= over {
-                        g.first_over.entry(token).or_insert_with(now_us);
-                    }
-                    f
-                };
-                let body = format!(
-                    r#"{{"five_hour":{{"utilization":{five},"resets_at":null}},"seven_day":null}}"#
-                );
-                let _ = write!(
-                    c,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            });
-        }
-    });
-    (url, u)
 }
