@@ -4,7 +4,7 @@
 //! bracketed paste, a separate Enter, and a check that it was taken.
 //! Used for new tasks (dispatcher) and resumed conversations (failover).
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -134,41 +134,116 @@ pub fn start_agent(cfg: &Config, tmux: &Tmux, l: &Launch) -> Result<PathBuf, Lau
     let pinned = crate::guard::write_pinned_settings(&cfg.state_dir)
         .map_err(|e| LaunchError::Guard(e.to_string()))?;
 
-    let events = cfg.events_dir();
-    let env: [(&str, &OsStr); 4] = [
-        ("CLAUDE_CONFIG_DIR", l.account.config_dir.as_os_str()),
-        ("CLAUDE_FAILOVER_SESSION", OsStr::new(l.session)),
-        ("CLAUDE_FAILOVER_EVENTS", events.as_os_str()),
-        ("DISABLE_AUTOUPDATER", OsStr::new("1")),
-    ];
-    let (conv_flag, conv_id) = match &l.conversation {
-        Conversation::New(id) => ("--session-id", id.as_str()),
-        Conversation::Resume(id) => ("--resume", id.as_str()),
-    };
-    // `env -u` removes what tmux's global environment may carry; it execs
-    // the agent directly, so the pane's process is the agent.
-    let mut argv: Vec<&OsStr> = vec![OsStr::new("env")];
-    for v in OVERRIDING_ENV {
-        argv.push(OsStr::new("-u"));
-        argv.push(OsStr::new(v));
-    }
-    argv.extend([
-        OsStr::new(cfg.agent.command.as_str()),
-        OsStr::new("--model"),
-        OsStr::new(l.model),
-        OsStr::new("--dangerously-skip-permissions"),
-        OsStr::new(conv_flag),
-        OsStr::new(conv_id),
-        OsStr::new("--settings"),
-        pinned.as_os_str(),
-    ]);
-    tmux.respawn(l.session, l.project, &env, &argv)?;
+    let cmd = agent_command(
+        cfg,
+        l.account,
+        l.session,
+        l.model,
+        &l.conversation,
+        Some(&pinned),
+    );
+    cmd.respawn(tmux, l.session, l.project)?;
     wait_ready(cfg, tmux, l.session)?;
     Ok(crate::account::transcript_path(
         &l.account.config_dir,
         l.project,
-        conv_id,
+        l.conversation.id(),
     ))
+}
+
+/// One word of the agent's command line: ours (never quoted in a shell
+/// line) or a value from the config, a task or a session (always quoted).
+#[derive(Debug, Clone)]
+pub enum Arg {
+    Ours(&'static str),
+    Value(OsString),
+}
+
+impl Arg {
+    fn os(&self) -> &OsStr {
+        match self {
+            Arg::Ours(s) => OsStr::new(s),
+            Arg::Value(v) => v,
+        }
+    }
+
+    fn shell(&self) -> String {
+        match self {
+            Arg::Ours(s) => (*s).to_string(),
+            Arg::Value(v) => crate::guard::shell_quote(&v.to_string_lossy()),
+        }
+    }
+}
+
+/// The agent's command line, built in this one place: `env -u` for what
+/// would override the account's login (it execs the agent, so the pane's
+/// process is the agent), the environment, then claude and its flags.
+#[derive(Debug, Clone)]
+pub struct AgentCommand {
+    pub env: Vec<(&'static str, Arg)>,
+    /// `env -u ...` then the agent's argv.
+    pub argv: Vec<Arg>,
+}
+
+pub fn agent_command(
+    cfg: &Config,
+    account: &AccountConfig,
+    session: &str,
+    model: &str,
+    conversation: &Conversation,
+    settings: Option<&Path>,
+) -> AgentCommand {
+    let val = |v: &OsStr| Arg::Value(v.to_os_string());
+    let env = vec![
+        ("CLAUDE_CONFIG_DIR", val(account.config_dir.as_os_str())),
+        ("CLAUDE_FAILOVER_SESSION", val(OsStr::new(session))),
+        ("CLAUDE_FAILOVER_EVENTS", val(cfg.events_dir().as_os_str())),
+        ("DISABLE_AUTOUPDATER", Arg::Ours("1")),
+    ];
+    let mut argv = vec![Arg::Ours("env")];
+    for v in OVERRIDING_ENV {
+        argv.extend([Arg::Ours("-u"), Arg::Ours(v)]);
+    }
+    let flag = match conversation {
+        Conversation::New(_) => "--session-id",
+        Conversation::Resume(_) => "--resume",
+    };
+    argv.extend([
+        val(OsStr::new(&cfg.agent.command)),
+        Arg::Ours("--model"),
+        val(OsStr::new(model)),
+        Arg::Ours("--dangerously-skip-permissions"),
+        Arg::Ours(flag),
+        val(OsStr::new(conversation.id())),
+    ]);
+    if let Some(p) = settings {
+        argv.extend([Arg::Ours("--settings"), val(p.as_os_str())]);
+    }
+    AgentCommand { env, argv }
+}
+
+impl AgentCommand {
+    /// Runs it as the pane's own process (`respawn-pane`) in `cwd`.
+    pub fn respawn(&self, tmux: &Tmux, session: &str, cwd: &Path) -> Result<(), TmuxError> {
+        let env: Vec<(&str, &OsStr)> = self.env.iter().map(|(k, v)| (*k, v.os())).collect();
+        let argv: Vec<&OsStr> = self.argv.iter().map(Arg::os).collect();
+        tmux.respawn(session, cwd, &env, &argv)
+    }
+
+    /// The line typed into an operator's shell: `cd DIR && env -u ...
+    /// K=V ... claude ...`, every value shell-quoted.
+    pub fn shell_line(&self, cwd: &Path) -> String {
+        let unset = 1 + 2 * OVERRIDING_ENV.len();
+        let mut words = vec![
+            "cd".to_string(),
+            crate::guard::shell_quote(&cwd.to_string_lossy()),
+            "&&".into(),
+        ];
+        words.extend(self.argv[..unset].iter().map(Arg::shell));
+        words.extend(self.env.iter().map(|(k, v)| format!("{k}={}", v.shell())));
+        words.extend(self.argv[unset..].iter().map(Arg::shell));
+        words.join(" ")
+    }
 }
 
 /// Polls the pane until the prompt pattern shows, the agent exits, or

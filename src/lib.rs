@@ -22,6 +22,7 @@ pub mod failover;
 pub mod fsutil;
 pub mod fswatch;
 pub mod guard;
+pub mod http;
 pub mod janitor;
 pub mod launch;
 pub mod lifecycle;

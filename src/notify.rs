@@ -253,14 +253,7 @@ fn start_sinks(ctx: &Arc<Ctx>, cfg: &NotifyConfig) -> Vec<SinkHandle> {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .timeout_global(Some(SEND_TIMEOUT))
-            .http_status_as_error(false)
-            .max_idle_connections(2)
-            .user_agent(format!("claude-failover/{}", env!("CARGO_PKG_VERSION")))
-            .build(),
-    )
+    crate::http::agent(SEND_TIMEOUT, None, 2)
 }
 
 /// Scheme and host of a URL: webhook URLs often carry a secret in the path.

@@ -209,7 +209,7 @@ impl Watcher {
             handle(ctx, &s.name, Event::LimitShown);
             return;
         }
-        let hash = fnv(&screen);
+        let hash = crate::http::fnv1a(screen.as_bytes());
         let changed = self.screens.get(&s.name).is_none_or(|(h, _)| *h != hash);
         if changed {
             self.screens.insert(s.name.clone(), (hash, Instant::now()));
@@ -238,13 +238,6 @@ impl Watcher {
             handle(ctx, &s.name, Event::TurnDone);
         }
     }
-}
-
-/// A cheap hash of a screen, to notice change without keeping the text.
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    })
 }
 
 /// `.agent-queue/status.json` written after the launch says `idle`.

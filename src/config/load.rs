@@ -1,0 +1,340 @@
+//! Loading a config file and validating it (one clear line with file:line for what is wrong).
+
+#[allow(unused_imports)]
+use super::*;
+
+/// Notification event names a user may list in `notify.events`.
+pub const EVENT_NAMES: &[&str] = &[
+    "task_failed",
+    "failover",
+    "quota_warning",
+    "token_expired",
+    "session_dead",
+    "session_stuck",
+    "session_waiting",
+    "guard_block",
+    "circuit_breaker",
+    "launch_unguarded",
+    "dispatch_paused",
+];
+
+impl Config {
+    /// The embedded default: the current directory as the one project, one
+    /// autonomous session, account `~/.claude`.
+    pub fn embedded_default() -> Config {
+        let mut c = Config {
+            projects: vec![std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))],
+            ..Config::default()
+        };
+        c.pool.autonomous.max = 1;
+        c
+    }
+
+    /// Finds the config per INTERFACE.md: `-c FILE`, `$CLAUDE_FAILOVER_CONFIG`,
+    /// `~/.config/claude-failover/config.yaml`, else the embedded default.
+    pub fn locate(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        if let Some(p) = explicit {
+            return Config::load(p);
+        }
+        if let Some(p) = std::env::var_os("CLAUDE_FAILOVER_CONFIG").filter(|p| !p.is_empty()) {
+            return Config::load(Path::new(&p));
+        }
+        let user = expand_tilde("~/.config/claude-failover/config.yaml");
+        if user.exists() {
+            return Config::load(&user);
+        }
+        Ok(Config::embedded_default())
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            line: None,
+            msg: format!("cannot read: {e}"),
+        })?;
+        let mut c = Config::parse(&text, &path.display().to_string())?;
+        c.source = Some(path.to_path_buf());
+        Ok(c)
+    }
+
+    /// Parses and validates YAML text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let err = |line, msg: String| ConfigError {
+            file: file.to_string(),
+            line,
+            msg,
+        };
+        let c: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| {
+                let line = e.location().map(|l| l.line());
+                err(line, strip_location(&e.to_string()))
+            })?
+        };
+        c.validate()
+            .map_err(|(keys, msg)| err(line_of(text, &keys), msg))?;
+        Ok(c)
+    }
+
+    /// Checks what serde cannot: cross-key rules and value ranges. On error,
+    /// returns the key path (to find its line) and the message.
+    fn validate(&self) -> Result<(), (Vec<&'static str>, String)> {
+        let fail = |keys: &[&'static str], msg: String| Err((keys.to_vec(), msg));
+        if self.accounts.is_empty() {
+            return fail(&["accounts"], "at least one account is needed".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for a in &self.accounts {
+            if !valid_name(&a.name) {
+                return fail(
+                    &["accounts"],
+                    format!(
+                        "account name `{}` must be letters, digits, `-` or `_`",
+                        a.name
+                    ),
+                );
+            }
+            if !names.insert(a.name.as_str()) {
+                return fail(
+                    &["accounts"],
+                    format!("account `{}` is listed twice", a.name),
+                );
+            }
+        }
+        let mut sessions = std::collections::HashSet::new();
+        for d in &self.pool.dedicated {
+            if !valid_name(&d.name) {
+                return fail(
+                    &["pool", "dedicated"],
+                    format!(
+                        "session name `{}` must be letters, digits, `-` or `_`",
+                        d.name
+                    ),
+                );
+            }
+            if !sessions.insert(d.name.clone()) {
+                return fail(
+                    &["pool", "dedicated"],
+                    format!("session `{}` is listed twice", d.name),
+                );
+            }
+        }
+        if !self.pool.autonomous.prefix.is_empty() && !valid_name(&self.pool.autonomous.prefix) {
+            return fail(
+                &["pool", "autonomous", "prefix"],
+                "prefix must be letters, digits, `-` or `_`".into(),
+            );
+        }
+        if self.pool.autonomous.max > 0 && self.pool.autonomous.prefix.is_empty() {
+            return fail(
+                &["pool", "autonomous", "prefix"],
+                "prefix must not be empty".into(),
+            );
+        }
+        for name in self.autonomous_names() {
+            if sessions.contains(&name) {
+                return fail(
+                    &["pool", "dedicated"],
+                    format!("session `{name}` is both dedicated and autonomous"),
+                );
+            }
+        }
+        if self.pool.autonomous.max > 1000 {
+            return fail(
+                &["pool", "autonomous", "max"],
+                "max must be at most 1000".into(),
+            );
+        }
+        if self.dispatcher.max_attempts == 0 {
+            return fail(
+                &["dispatcher", "max_attempts"],
+                "max_attempts must be at least 1".into(),
+            );
+        }
+        for (keys, d) in [
+            (
+                &["dispatcher", "scan_interval"][..],
+                self.dispatcher.scan_interval,
+            ),
+            (&["watcher", "interval"][..], self.watcher.interval),
+            (&["quota", "poll_interval"][..], self.quota.poll_interval),
+            (&["checkpoint", "interval"][..], self.checkpoint.interval),
+            (&["janitor", "interval"][..], self.janitor.interval),
+            (&["agent", "prompt_timeout"][..], self.agent.prompt_timeout),
+            (&["quota", "timeout"][..], self.quota.timeout),
+        ] {
+            if d.0 < Duration::from_millis(10) {
+                return fail(keys, format!("{} must be at least 10ms", keys.join(".")));
+            }
+        }
+        for (keys, v) in [
+            (
+                &["quota", "five_hour_threshold"][..],
+                self.quota.five_hour_threshold,
+            ),
+            (
+                &["quota", "seven_day_threshold"][..],
+                self.quota.seven_day_threshold,
+            ),
+        ] {
+            if !(0.0..=100.0).contains(&v) {
+                return fail(
+                    keys,
+                    format!("{} must be a percentage from 0 to 100", keys.join(".")),
+                );
+            }
+        }
+        if self.agent.command.trim().is_empty() {
+            return fail(&["agent", "command"], "command must not be empty".into());
+        }
+        // Launches run `env -u … COMMAND …`, and env takes NAME=VALUE words
+        // as assignments.
+        if self.agent.command.contains('=') || self.agent.command.starts_with('-') {
+            return fail(
+                &["agent", "command"],
+                format!(
+                    "command `{}` must not contain `=` or start with `-`",
+                    self.agent.command
+                ),
+            );
+        }
+        for m in [
+            &self.agent.models.critical,
+            &self.agent.models.high,
+            &self.agent.models.default,
+            &self.agent.models.low,
+        ] {
+            if m.trim().is_empty() || m.starts_with('-') {
+                return fail(
+                    &["agent", "models"],
+                    format!("model `{m}` is not a model name"),
+                );
+            }
+        }
+        if !self.control.listen.is_empty() && self.control.listen.parse::<SocketAddr>().is_err() {
+            return fail(
+                &["control", "listen"],
+                format!(
+                    "listen `{}` is not host:port (an IP address and a port)",
+                    self.control.listen
+                ),
+            );
+        }
+        for e in &self.notify.events {
+            if !EVENT_NAMES.contains(&e.as_str()) {
+                return fail(
+                    &["notify", "events"],
+                    format!("unknown event `{e}`; known: {}", EVENT_NAMES.join(", ")),
+                );
+            }
+        }
+        if self.notify.rate_per_minute == 0 {
+            return fail(
+                &["notify", "rate_per_minute"],
+                "rate_per_minute must be at least 1".into(),
+            );
+        }
+        for w in &self.notify.webhooks {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                return fail(
+                    &["notify", "webhooks"],
+                    format!(
+                        "webhook url `{}` must start with http:// or https://",
+                        w.url
+                    ),
+                );
+            }
+        }
+        if !(self.quota.endpoint.starts_with("http://")
+            || self.quota.endpoint.starts_with("https://"))
+        {
+            return fail(
+                &["quota", "endpoint"],
+                "endpoint must start with http:// or https://".into(),
+            );
+        }
+        if self.guard.breaker_blocks == 0 {
+            return fail(
+                &["guard", "breaker_blocks"],
+                "breaker_blocks must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Names of the autonomous sessions, in order.
+    pub fn autonomous_names(&self) -> Vec<String> {
+        let a = &self.pool.autonomous;
+        (a.start_index..a.start_index + a.max)
+            .map(|i| format!("{}{i}", a.prefix))
+            .collect()
+    }
+
+    pub fn account(&self, name: &str) -> Option<&AccountConfig> {
+        self.accounts.iter().find(|a| a.name == name)
+    }
+
+    /// The model a task of this priority runs on.
+    /// Every project (see `task::discover_projects`).
+    pub fn project_list(&self) -> Vec<PathBuf> {
+        crate::task::discover_projects(&self.projects, self.projects_dir.as_deref())
+    }
+
+    pub fn model_for(&self, p: crate::task::Priority) -> &str {
+        use crate::task::Priority::*;
+        let m = &self.agent.models;
+        match p {
+            Critical => &m.critical,
+            High => &m.high,
+            Default => &m.default,
+            Low => &m.low,
+        }
+    }
+
+    pub fn events_dir(&self) -> PathBuf {
+        self.state_dir.join("events")
+    }
+
+    pub fn name(&self) -> String {
+        self.source
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(embedded default)".into())
+    }
+}
+
+/// Session and account names reach tmux targets and file names: keep them plain.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// serde_yaml appends " at line L column C"; we print the line ourselves.
+pub(super) fn strip_location(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// The 1-based line of a nested key (`["pool", "autonomous", "max"]`), found
+/// by walking the text: each key is looked for after its parent's line.
+pub(super) fn line_of(text: &str, keys: &[&str]) -> Option<usize> {
+    let mut from = 0;
+    let mut found = None;
+    for key in keys {
+        let pat = format!("{key}:");
+        let (i, _) = text.lines().enumerate().skip(from).find(|(_, l)| {
+            let t = l.trim_start().trim_start_matches("- ");
+            t.starts_with(&pat)
+                || t.starts_with(&format!("{{ {pat}"))
+                || t.contains(&format!(" {pat}"))
+        })?;
+        found = Some(i + 1);
+        from = i + 1;
+    }
+    found
+}

@@ -1,0 +1,387 @@
+//! The configuration: one YAML file (INTERFACE.md), every key optional,
+//! unknown keys rejected. Loading never guesses: a bad value is reported as
+//! `file:line: what is wrong`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use regex::Regex;
+use serde::{Deserialize, Deserializer};
+
+mod defaults;
+mod load;
+mod values;
+#[allow(unused_imports)]
+pub use self::{defaults::*, load::*, values::*};
+
+/// Where the config came from and what was wrong with it.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub msg: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{}: {}", self.file, l, self.msg),
+            None => write!(f, "{}: {}", self.file, self.msg),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    #[serde(deserialize_with = "de_path")]
+    pub state_dir: PathBuf,
+    pub tmux: TmuxConfig,
+    pub agent: AgentConfig,
+    #[serde(deserialize_with = "de_paths")]
+    pub projects: Vec<PathBuf>,
+    #[serde(deserialize_with = "de_opt_path")]
+    pub projects_dir: Option<PathBuf>,
+    pub pool: PoolConfig,
+    pub dispatcher: DispatcherConfig,
+    pub watcher: WatcherConfig,
+    pub accounts: Vec<AccountConfig>,
+    pub quota: QuotaConfig,
+    pub failover: FailoverConfig,
+    pub checkpoint: CheckpointConfig,
+    pub janitor: JanitorConfig,
+    pub notify: NotifyConfig,
+    pub control: ControlConfig,
+    pub guard: GuardConfig,
+    /// The file this was read from; `None` for the embedded default.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TmuxConfig {
+    /// `tmux -S PATH`; `None` is tmux's default server.
+    #[serde(deserialize_with = "de_opt_path")]
+    pub socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    pub command: String,
+    pub prompt_pattern: Pattern,
+    pub limit_pattern: Pattern,
+    pub prompt_timeout: Dur,
+    pub models: Models,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Models {
+    pub critical: String,
+    pub high: String,
+    pub default: String,
+    pub low: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    pub dedicated: Vec<DedicatedSession>,
+    pub autonomous: AutonomousPool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedicatedSession {
+    pub name: String,
+    #[serde(deserialize_with = "de_path")]
+    pub project: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutonomousPool {
+    pub prefix: String,
+    pub start_index: u32,
+    pub max: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatcherConfig {
+    pub scan_interval: Dur,
+    pub cooldown: Dur,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatcherConfig {
+    pub interval: Dur,
+    /// A session working longer than this is reported as stuck.
+    pub stuck_after: Dur,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub name: String,
+    #[serde(deserialize_with = "de_path")]
+    pub config_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    pub endpoint: String,
+    pub poll_interval: Dur,
+    pub five_hour_threshold: f64,
+    pub seven_day_threshold: f64,
+    /// Connect and read timeout of one usage request.
+    pub timeout: Dur,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailoverConfig {
+    #[serde(deserialize_with = "de_path")]
+    pub shared_transcripts: PathBuf,
+    pub cooldown: Dur,
+    /// How long a stopping agent gets to leave after `/exit` before SIGTERM.
+    pub stop_timeout: Dur,
+    /// After a `StopFailure` `rate_limit` that is only a server throttle:
+    /// how long the session rests before it is told to continue.
+    pub throttle_pause: Dur,
+    /// How often sessions that failed to move are tried again.
+    pub retry_interval: Dur,
+    /// After a pane showed a usage limit on an account, how long it is not
+    /// a failover target when the account's 5-hour reset time is unknown.
+    pub limit_hold: Dur,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    pub interval: Dur,
+    pub keep: Dur,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JanitorConfig {
+    pub interval: Dur,
+    pub stale_after: Dur,
+    pub archive_after: Dur,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    pub telegram: Option<TelegramConfig>,
+    pub webhooks: Vec<WebhookConfig>,
+    /// Event names to send; empty sends every event.
+    pub events: Vec<String>,
+    /// The same event with the same message within this is sent once,
+    /// followed by one summary with the count; `0s` sends every repeat.
+    pub dedup_window: Dur,
+    /// Notices per minute per sink at most (a burst waits, then queues).
+    pub rate_per_minute: u32,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            telegram: None,
+            webhooks: Vec::new(),
+            events: Vec::new(),
+            dedup_window: Dur::secs(60),
+            rate_per_minute: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelegramConfig {
+    /// Name of the environment variable holding the bot token (never the token).
+    pub bot_token_env: String,
+    pub chat_id: String,
+    pub api_base: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// `host:port`; empty disables the control plane.
+    pub listen: String,
+    #[serde(deserialize_with = "de_path")]
+    pub token_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardConfig {
+    pub mode: GuardMode,
+    /// Guard blocks by one session within `breaker_window` that stop its agent.
+    pub breaker_blocks: u32,
+    pub breaker_window: Dur,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuardMode {
+    Enforce,
+    Learn,
+    Off,
+}
+
+impl GuardMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuardMode::Enforce => "enforce",
+            GuardMode::Learn => "learn",
+            GuardMode::Off => "off",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(y: &str) -> Result<Config, ConfigError> {
+        Config::parse(y, "c.yaml")
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            "500ms".parse::<Dur>().unwrap().0,
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            "7d".parse::<Dur>().unwrap().0,
+            Duration::from_secs(7 * 86_400)
+        );
+        assert!("5 minutes".parse::<Dur>().is_err());
+        assert!("5".parse::<Dur>().is_err());
+        assert!("m".parse::<Dur>().is_err());
+        assert_eq!(Dur::secs(7200).to_string(), "2h");
+    }
+
+    #[test]
+    fn empty_file_is_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.pool.autonomous.max, 10);
+        assert_eq!(c.accounts[0].name, "main");
+        assert_eq!(c.guard.mode, GuardMode::Enforce);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = parse("state_dir: /tmp/x\npool:\n  autonomous:\n    max: lots\n").unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.to_string().starts_with("c.yaml:4: "), "{e}");
+
+        let e = parse("agent:\n  prompt_pattern: '(unclosed'\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.msg.contains("invalid regex"), "{e}");
+
+        let e = parse("watcher:\n  interval: 5 minutes\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.msg.contains("invalid duration"), "{e}");
+
+        let e = parse("tmux:\n  sockett: /x\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.msg.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_line() {
+        let e =
+            parse("accounts:\n  - name: a\n    config_dir: /a\n  - name: a\n    config_dir: /b\n")
+                .unwrap_err();
+        assert!(e.msg.contains("twice"), "{e}");
+        assert_eq!(e.line, Some(1));
+        let e = parse("quota:\n  poll_interval: 5m\n  five_hour_threshold: 120\n").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        let e = parse("control:\n  listen: localhost\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+    }
+
+    #[test]
+    fn a_command_env_would_misread_is_refused() {
+        let e = parse("agent:\n  command: /opt/a=b/claude\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.msg.contains("must not contain `=`"), "{e}");
+    }
+
+    #[test]
+    fn tilde_expands() {
+        let home = std::env::var("HOME").unwrap();
+        let c = parse("state_dir: ~/st\n").unwrap();
+        assert_eq!(c.state_dir, Path::new(&home).join("st"));
+    }
+
+    #[test]
+    fn default_prompt_pattern_is_the_input_line_not_a_menu() {
+        let p = Pattern::new(DEFAULT_PROMPT_PATTERN).unwrap();
+        let rule = "─".repeat(40);
+        assert!(p.is_match(&format!(
+            "banner\n{rule}\n❯ \n{rule}\n  ⏵⏵ bypass permissions on\n"
+        )));
+        assert!(p.is_match(&format!("{rule}\n❯\u{a0}\n{rule}\n")));
+        assert!(p.is_match(&format!("{rule}\n❯ Try \"fix lint\"\n{rule}\n")));
+        assert!(!p.is_match("WARNING: Claude Code running in Bypass Permissions mode\n\n❯ 1. No, exit\n  2. Yes, I accept\n"));
+        assert!(!p.is_match(&format!(
+            "{rule}\n Do you trust the files in this folder?\n\n❯ 1. Yes, proceed\n"
+        )));
+        assert!(!p.is_match(&format!("{rule}\n❯ 1. Dark mode\n")));
+    }
+
+    #[test]
+    fn default_limit_pattern() {
+        let p = Pattern::new(DEFAULT_LIMIT_PATTERN).unwrap();
+        for line in [
+            "⎿  You've hit your session limit · resets 3:45pm",
+            "You've hit your weekly limit · resets Mon 12:00am",
+            "You’ve hit your Opus limit · resets 9pm",
+            "5-hour limit reached ∙ resets 9pm",
+            "Claude usage limit reached. Your limit will reset at 1pm",
+        ] {
+            assert!(p.is_match(line), "{line}");
+        }
+        assert!(!p.is_match(
+            "● API Error: Server is temporarily limiting requests (not your usage limit) · Rate limit reached"
+        ));
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    /// The shipped example must stay valid and in step with the defaults.
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../../config.example.yaml");
+        let c = super::Config::parse(text, "config.example.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let d = super::Config::default();
+        assert_eq!(c.dispatcher.scan_interval, d.dispatcher.scan_interval);
+        assert_eq!(c.failover.cooldown, d.failover.cooldown);
+        assert_eq!(c.quota.five_hour_threshold, d.quota.five_hour_threshold);
+        assert_eq!(c.guard.breaker_blocks, d.guard.breaker_blocks);
+        assert_eq!(c.accounts.len(), 2);
+    }
+}

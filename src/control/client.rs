@@ -1,0 +1,220 @@
+//! The CLI side: requests to a running daemon, `status` and `failover`.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// An answer from the control plane.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+/// One request with `Connection: close`; the body is sent as JSON.
+pub fn request(
+    addr: SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> io::Result<Reply> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout.min(Duration::from_secs(3)))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let body = body.unwrap_or("");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\nUser-Agent: claude-failover/{}\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    if method != "GET" {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.take(32 << 20).read_to_end(&mut raw)?;
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    let n = match resp.parse(&raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the answer ended early",
+            ))
+        }
+        Err(e) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("not an HTTP answer: {e}"),
+            ))
+        }
+    };
+    let status = resp.code.unwrap_or(0);
+    let len = resp
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| {
+            std::str::from_utf8(h.value)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        });
+    let rest = &raw[n..];
+    let rest = &rest[..len.unwrap_or(rest.len()).min(rest.len())];
+    Ok(Reply {
+        status,
+        body: String::from_utf8_lossy(rest).into_owned(),
+    })
+}
+
+/// Where the CLI finds the daemon: `control.listen` (loopback for a wildcard
+/// address), or `state_dir/control.addr` when the port is 0.
+pub fn client_addr(cfg: &Config) -> Result<SocketAddr, String> {
+    if cfg.control.listen.is_empty() {
+        return Err("the control plane is disabled (control.listen is empty)".into());
+    }
+    let listen: SocketAddr = cfg
+        .control
+        .listen
+        .parse()
+        .map_err(|_| format!("control.listen `{}` is not host:port", cfg.control.listen))?;
+    if listen.port() != 0 {
+        return Ok(connect_addr(listen));
+    }
+    let p = addr_file(cfg);
+    let text = fs::read_to_string(&p).map_err(|e| {
+        format!(
+            "control.listen has port 0 and {} cannot be read: {e}",
+            p.display()
+        )
+    })?;
+    text.trim()
+        .parse::<SocketAddr>()
+        .map(connect_addr)
+        .map_err(|_| format!("{} does not hold an address", p.display()))
+}
+
+/// Asks the running daemon; `Err` says why no answer came (for the note).
+pub(super) fn ask(
+    cfg: &Config,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(String, Reply), (String, String)> {
+    let addr = client_addr(cfg).map_err(|e| {
+        let shown = if cfg.control.listen.is_empty() {
+            "control.listen (empty)".to_string()
+        } else {
+            cfg.control.listen.clone()
+        };
+        (shown, e)
+    })?;
+    let shown = addr.to_string();
+    let token = fs::read_to_string(&cfg.control.token_file).map_err(|e| {
+        (
+            shown.clone(),
+            format!(
+                "cannot read the token {}: {e}",
+                cfg.control.token_file.display()
+            ),
+        )
+    })?;
+    let timeout = if path == "/failover" {
+        FAILOVER_REPLY_TIMEOUT + Duration::from_secs(5)
+    } else {
+        Duration::from_secs(10)
+    };
+    request(addr, token.trim(), method, path, body, timeout)
+        .map(|r| (shown.clone(), r))
+        .map_err(|e| (shown, e.to_string()))
+}
+
+pub(super) fn error_text(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| body.trim().to_string())
+}
+
+/// `status`: from the daemon, or from `state.json` when none answers.
+pub fn cli_status(cfg: &Config, json: bool) -> Result<ExitCode, String> {
+    let doc = match ask(cfg, "GET", "/status", None) {
+        Ok((_, r)) if r.status == 200 => serde_json::from_str::<Value>(&r.body)
+            .map_err(|e| format!("the daemon's /status is not JSON: {e}"))?,
+        Ok((addr, r)) => {
+            eprintln!(
+                "the daemon at {addr} answered {}: {}; showing the saved state",
+                r.status,
+                error_text(&r.body)
+            );
+            saved_status(cfg)
+        }
+        Err((addr, why)) => {
+            eprintln!("no daemon answered at {addr}; showing the saved state ({why})");
+            saved_status(cfg)
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        print!(
+            "{}",
+            crate::status::render(&doc, crate::timefmt::now_secs())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The status document from `state.json`, read only (a corrupt file is
+/// reported, not moved).
+pub(super) fn saved_status(cfg: &Config) -> Value {
+    let path = crate::state::state_path(cfg);
+    let st = match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice::<State>(&bytes).unwrap_or_else(|e| {
+            eprintln!("{} cannot be read as a state ({e})", path.display());
+            State::default()
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            eprintln!("no saved state at {}", path.display());
+            State {
+                active_account: cfg.accounts[0].name.clone(),
+                ..State::default()
+            }
+        }
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", path.display());
+            State::default()
+        }
+    };
+    st.status_json(cfg)
+}
+
+/// `failover [--to NAME]`: asks the running daemon.
+pub fn cli_failover(cfg: &Config, to: Option<String>) -> Result<ExitCode, String> {
+    let body = json!({ "to": to }).to_string();
+    match ask(cfg, "POST", "/failover", Some(&body)) {
+        Ok((_, r)) if r.status == 202 || r.status == 200 => {
+            let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+            let msg = v
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("failover started");
+            println!("{msg}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok((_, r)) => Err(format!(
+            "failover refused ({}): {}",
+            r.status,
+            error_text(&r.body)
+        )),
+        Err((addr, why)) => Err(format!("no daemon answered at {addr}: {why}")),
+    }
+}
