@@ -64,6 +64,12 @@ CF_HOME=${HOME:-/nonexistent-home}
 [[ $CF_HOME == / ]] || CF_HOME=${CF_HOME%/}
 CF_CWD='' CF_PROJ='' CF_CMD='' CF_EV=''
 CF_RE_DAH='disableAllHooks[^A-Za-z0-9,}]{0,16}true'
+# The budget: a Bash command longer than CF_MAXCMD is not analysed, and the analysis
+# gives up (and blocks) CF_BUDGET microseconds after the start. A hook that outlives its
+# timeout lets the call through, so slow must mean blocked.
+CF_MAXCMD=65536 CF_BUDGET=600000 CF_TICK=0 CF_OVER=0
+CF_T0=${EPOCHREALTIME-}
+CF_T0=${CF_T0/[.,]/}
 
 # ---------------------------------------------------------------- JSON in
 # cf_json TEXT: a small JSON reader. Sets J_OK=1 when TEXT is one well-formed object,
@@ -75,8 +81,8 @@ cf_json() {
 	J_OK=0
 	[[ $s =~ ^[[:space:]]*\{ ]] || return 1
 	if [[ $s == *\\* ]]; then
-		s=${s//\\\\/$'\x01'}
-		s=${s//\\\"/$'\x02'}
+		cf_pairs "$s"
+		s=$REPLY
 	fi
 	local IFS='"'
 	# shellcheck disable=SC2206 # split on quotes on purpose; globbing is off (set -f)
@@ -148,6 +154,33 @@ cf_json() {
 	J_OK=1
 }
 
+# cf_pairs TEXT -> REPLY: TEXT with \\ as \x01 and \" as \x02. Long texts go in 2 KB
+# pieces: bash's ${s//pat/rep} slows down with the square of the matches.
+cf_pairs() {
+	local s=$1 c out='' carry=''
+	if ((${#s} <= 16384)); then
+		s=${s//\\\\/$'\x01'}
+		REPLY=${s//\\\"/$'\x02'}
+		return
+	fi
+	while IFS= read -r -d '' -N 2048 c || [[ -n $c ]]; do
+		c=$carry$c
+		c=${c//\\\\/$'\x01'}
+		c=${c//\\\"/$'\x02'}
+		carry=''
+		if [[ $c == *\\ ]]; then
+			carry=\\
+			c=${c%?}
+		fi
+		out+=$c
+	done <<<"$s"
+	out+=$carry
+	REPLY=${out%$'\n'} # the here-string's newline
+	((${#REPLY})) && return
+	s=${s//\\\\/$'\x01'} # no here-string (no writable TMPDIR): the slow way
+	REPLY=${s//\\\"/$'\x02'}
+}
+
 # cf_utf8 CODEPOINT -> REPLY (the UTF-8 bytes)
 cf_utf8() {
 	local c=$1 f
@@ -163,8 +196,35 @@ cf_utf8() {
 	printf -v REPLY '%b' "$f"
 }
 
-# cf_jdec RAW -> REPLY: the value of a JSON string body as read by cf_json.
+# cf_jdec RAW -> REPLY: the value of a JSON string body as read by cf_json. A long one
+# is decoded in pieces (see cf_pairs), each cut before an escape it would split.
 cf_jdec() {
+	if ((${#1} <= 16384)) || [[ $1 != *[$'\\\x01\x02']* ]]; then
+		cf_jdec1 "$1"
+		return
+	fi
+	local c out='' carry='' x y
+	while IFS= read -r -d '' -N 2048 c || [[ -n $c ]]; do
+		c=$carry$c
+		carry=''
+		x=$c
+		((${#c} > 5)) && x=${c: -5}
+		if [[ $x == *\\* ]]; then
+			y=\\${x##*\\}
+			if [[ $y == \\ || $y == \\u* ]]; then
+				carry=$y
+				c=${c:0:${#c}-${#y}}
+			fi
+		fi
+		cf_jdec1 "$c"
+		out+=$REPLY
+	done <<<"$1"
+	cf_jdec1 "$carry"
+	out+=$REPLY
+	REPLY=${out%$'\n'}
+}
+
+cf_jdec1() {
 	local v=$1 hex cp lo re='\\u([0-9a-fA-F]{4})' re2
 	if [[ $v == *\\* ]]; then
 		v=${v//\\n/$'\n'}
@@ -502,7 +562,17 @@ cf_quick() {
 # ---------------------------------------------------------------- stage 1
 # Read the call, answer the session events, ConfigChange, the file tools and the
 # plain commands. Only a Bash command with a trigger word goes on to stage 2.
-IFS= read -r -N 100000000 -t 8 CF_IN
+# read -N takes a pipe one byte per system call (7 s a MB): beyond the first 4 KB (which
+# holds any session event, byte for byte), $(</dev/stdin) reads the rest in blocks.
+IFS= read -r -N 4096 -t 8 CF_IN
+if ((${#CF_IN} == 4096)); then
+	if [[ -r /dev/stdin ]]; then
+		{ CF_IN+=$(</dev/stdin); } 2>/dev/null
+	else
+		IFS= read -r -N 100000000 -t 8 cf_more
+		CF_IN+=$cf_more
+	fi
+fi
 if [[ $CF_MODE == off && $CF_IN != *'"hook_event_name"'* ]]; then
 	exit 0
 fi
@@ -546,6 +616,11 @@ case $J_TOOL in
 Bash)
 	if ((!T_HASCMD)); then
 		cf_block bad-input "Bash call" "tool_input.command is missing" "retry the call with a command"
+		cf_finish
+	fi
+	if ((${#T_CMD} > CF_MAXCMD)); then
+		CF_DETAIL=${T_CMD:0:500}
+		cf_block too-long "a Bash command of ${#T_CMD} bytes" "the guard checks Bash commands of up to $CF_MAXCMD bytes, and a longer one could hide anything" "write the script to a file inside the project with the Write tool, read it, then run it"
 		cf_finish
 	fi
 	cf_jdec "$T_CMD"
@@ -698,6 +773,19 @@ cf_what() {
 	REPLY=$s
 }
 
+# cf_clock: past the budget, block (once) and make every lexing loop stop.
+cf_clock() {
+	local now=${EPOCHREALTIME-}
+	now=${now/[.,]/}
+	if [[ -n $now && -n $CF_T0 ]]; then
+		((now - CF_T0 > CF_BUDGET)) || return 0
+	else
+		((SECONDS >= 2)) || return 0 # bash before 5.0: whole seconds only
+	fi
+	CF_OVER=1
+	cf_block too-long "a Bash command of ${#CF_CMD} bytes" "the guard could not finish checking it within its time budget" "split it into shorter commands, or write the script to a file inside the project, read it, then run it"
+}
+
 # ---------------------------------------------------------------- the lexer
 # Works on the caller's $rest. Words lose their quotes; known variables ($HOME, ~,
 # $PWD, $CLAUDE_PROJECT_DIR, assignments seen earlier) are expanded; a command or
@@ -742,6 +830,8 @@ cf_backtick() { # rest starts with a backtick
 	local inner='' seg n=$CF_NFETCH
 	rest=${rest:1}
 	while [[ -n $rest ]]; do
+		((++CF_TICK & 31)) || cf_clock
+		((CF_OVER)) && break
 		seg=${rest%%[\`\\]*}
 		inner+=$seg
 		rest=${rest:${#seg}}
@@ -818,6 +908,8 @@ cf_ansi() { # rest starts with $'
 	local inner='' seg
 	rest=${rest:2}
 	while [[ -n $rest ]]; do
+		((++CF_TICK & 31)) || cf_clock
+		((CF_OVER)) && break
 		seg=${rest%%[\'\\]*}
 		inner+=$seg
 		rest=${rest:${#seg}}
@@ -841,6 +933,8 @@ cf_dq() { # rest starts with "
 	WQ=1
 	rest=${rest:1}
 	while [[ -n $rest ]]; do
+		((++CF_TICK & 31)) || cf_clock
+		((CF_OVER)) && break
 		seg=${rest%%[\"\\\$\`]*}
 		WV+=$seg
 		rest=${rest:${#seg}}
@@ -877,6 +971,8 @@ cf_word() {
 	local seg
 	WV='' WQ=0
 	while [[ -n $rest ]]; do
+		((++CF_TICK & 31)) || cf_clock
+		((CF_OVER)) && break
 		# shellcheck disable=SC2295 # CF_WPAT is a pattern
 		seg=${rest%%$CF_WPAT}
 		if [[ -n $seg ]]; then
@@ -916,6 +1012,8 @@ cf_word() {
 cf_scan_subs() {
 	local rest=$1 pre WV WQ full n inner
 	while :; do
+		((++CF_TICK & 31)) || cf_clock
+		((CF_OVER)) && break
 		pre=${rest%%[\$\`]*}
 		((${#pre} == ${#rest})) && break
 		rest=${rest:${#pre}}
@@ -977,6 +1075,11 @@ cf_lex_core() {
 		rest=''
 	fi
 	while [[ -n $rest ]]; do
+		((++CF_TICK & 31)) || cf_clock
+		if ((CF_OVER)); then
+			rest=''
+			break
+		fi
 		case ${rest:0:1} in
 		' ' | $'\t')
 			op=${rest%%[!$' \t']*}
@@ -1145,6 +1248,8 @@ cf_heredocs() {
 		if [[ ${HDS[k]} == 1 ]]; then
 			body=''
 			while [[ -n $rest ]]; do
+				((++CF_TICK & 31)) || cf_clock
+				((CF_OVER)) && break
 				line=${rest%%$'\n'*}
 				rest=${rest:${#line}+1}
 				x=${line#"${line%%[!$'\t']*}"}
@@ -1201,6 +1306,8 @@ cf_code_check() {
 cf_code_shell() {
 	local code=$1 lit='' seg q
 	while [[ -n $code ]]; do
+		((++CF_TICK & 31)) || cf_clock
+		((CF_OVER)) && break
 		seg=${code%%[\"\'\`]*}
 		code=${code:${#seg}}
 		[[ -z $code ]] && break

@@ -684,6 +684,80 @@ fn malformed_input_is_blocked() {
     assert_eq!(out.code, 0);
 }
 
+// ------------------------------------------------------------------ size
+
+/// Runs one call and returns the outcome with the time it took.
+fn timed(input: &[u8], home: &Path) -> (Out, std::time::Duration) {
+    let start = std::time::Instant::now();
+    let out = run(&hook(), input, home, &[]);
+    (out, start.elapsed())
+}
+
+/// Generous against a loaded machine; the bench prints the real figures.
+const DECIDED_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
+#[test]
+fn size_is_no_way_around_for_bash() {
+    let home = tmpdir();
+    let words = format!("echo {}; rm -rf ~", "a ".repeat(30_000));
+    let commands = format!("{} rm -rf ~", "rm x;".repeat(12_000));
+    let cases = [
+        format!("echo {}; rm -rf ~", "a".repeat(1 << 20)),
+        format!("echo {}; ls", "a".repeat(200 * 1024)),
+        words,
+        commands,
+        format!("echo {}; ls", "$(ls) ".repeat(2_500)),
+    ];
+    for cmd in cases {
+        let (out, took) = timed(&bash_call(&cmd), home.path());
+        assert_eq!(out.code, 2, "{} bytes: {}", cmd.len(), out.stderr);
+        assert!(
+            out.stderr.contains("[rule too-long]") || out.stderr.contains("[rule rm-root]"),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.stderr.trim_end().contains('\n'));
+        assert!(took < DECIDED_WITHIN, "{} bytes took {took:?}", cmd.len());
+    }
+    // a long but plain here-document still passes
+    let body = "fn main() { println!(\"hi\"); }\n".repeat(1_500);
+    let (out, _) = timed(
+        &bash_call(&format!("cat > src/gen.rs <<'EOF'\n{body}EOF")),
+        home.path(),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn size_never_blocks_a_write_and_big_writes_are_still_read() {
+    let home = tmpdir();
+    let json_text = serde_json::to_string(&vec![json!({"k": "v\"q\\"}); 40_000]).unwrap();
+    let prose = "plain prose line\n".repeat(60_000);
+    for text in [json_text.clone(), prose] {
+        let input = pre_tool_use(
+            "Write",
+            json!({ "file_path": format!("{PROJECT}/data.json"), "content": text }),
+        );
+        let (out, took) = timed(&input, home.path());
+        assert_eq!(out.code, 0, "{} bytes: {}", text.len(), out.stderr);
+        assert!(took < DECIDED_WITHIN, "{} bytes took {took:?}", text.len());
+    }
+    // disableAllHooks after 900 KB of escapes is still found
+    let text = format!("{json_text}\n{{\"disableAllHooks\":\n  true}}");
+    let input = pre_tool_use(
+        "Write",
+        json!({ "file_path": format!("{PROJECT}/.claude/x/settings.json"), "content": text }),
+    );
+    let (out, took) = timed(&input, home.path());
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("[rule disable-hooks]"),
+        "{}",
+        out.stderr
+    );
+    assert!(took < DECIDED_WITHIN, "took {took:?}");
+}
+
 // ------------------------------------------------------------------ JSON escapes
 
 #[test]
