@@ -34,6 +34,38 @@ pub enum DispatchMsg {
     Launched(LaunchOutcome),
 }
 
+/// Why the switcher refused a manual failover; the control plane answers
+/// 400 for a request naming no such account, 409 for the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Running,
+    UnknownAccount(String),
+    Unusable { account: String, why: String },
+    NoUsableAccount,
+    AlreadyActive(String),
+}
+
+impl Refusal {
+    /// The request itself is wrong (not the moment).
+    pub fn is_bad_request(&self) -> bool {
+        matches!(self, Refusal::UnknownAccount(_))
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Running => f.write_str("a failover is already running"),
+            Refusal::UnknownAccount(n) => write!(f, "no account named `{n}`"),
+            Refusal::Unusable { account, why } => {
+                write!(f, "account `{account}` is not usable: {why}")
+            }
+            Refusal::NoUsableAccount => f.write_str("no usable account"),
+            Refusal::AlreadyActive(n) => write!(f, "`{n}` is already the active account"),
+        }
+    }
+}
+
 /// Messages to the failover (account switcher) thread.
 #[derive(Debug)]
 pub enum FailoverMsg {
@@ -46,7 +78,7 @@ pub enum FailoverMsg {
     /// The operator asked (`failover [--to NAME]`, `POST /failover`).
     Manual {
         to: Option<String>,
-        reply: Option<Sender<Result<String, String>>>,
+        reply: Option<Sender<Result<String, Refusal>>>,
     },
 }
 

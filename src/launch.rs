@@ -401,13 +401,7 @@ pub fn stop_agent(tmux: &Tmux, session: &str, timeout: Duration) -> Result<(), S
     };
     let sigterm = |tmux: &Tmux| {
         if tmux.agent_pid(session) == Some(pid) {
-            // SAFETY: kill(2) with the agent's pid from tmux and a plain signal.
-            if unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) } != 0 {
-                log::warn!(
-                    "cannot SIGTERM agent {pid} in {session}: {}",
-                    std::io::Error::last_os_error()
-                );
-            }
+            sigterm(pid, session);
         }
     };
     stop_with(tmux, session, timeout, gone, sigterm)
@@ -465,14 +459,19 @@ pub fn stop_with(
 /// Sends SIGTERM to the agent in a session's pane (never SIGKILL).
 pub fn terminate(tmux: &Tmux, session: &str) {
     if let Some(pid) = tmux.agent_pid(session) {
-        // SAFETY: kill(2) with a pid from tmux and a plain signal number.
-        let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-        if rc != 0 {
-            log::warn!(
-                "cannot SIGTERM agent {pid} in {session}: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+        sigterm(pid, session);
+    }
+}
+
+/// The one SIGTERM (never SIGKILL) the daemon sends, to an agent's `pid`
+/// in `session`; a failure is logged.
+pub fn sigterm(pid: u32, session: &str) {
+    // SAFETY: kill(2) with a pid from tmux or /proc and a plain signal.
+    if unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) } != 0 {
+        log::warn!(
+            "cannot SIGTERM agent {pid} in {session}: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 

@@ -257,7 +257,9 @@ pub fn step(old: &Session, ev: &Event, now: u64) -> (Session, Vec<Effect>) {
             enter(&mut s, Limited, now);
             fx.push(Effect::AskFailover);
         }
-        (Working | WaitingInput | Limited, Event::ApiError(e)) if e == "rate_limit" => {
+        // Also while the launch still reports: the throttle can answer the
+        // first message before the launch thread does.
+        (Starting | Working | WaitingInput | Limited, Event::ApiError(e)) if e == "rate_limit" => {
             fx.push(Effect::Throttled)
         }
         (Stopping, Event::AgentGone(_)) => {

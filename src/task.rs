@@ -256,11 +256,6 @@ impl Queue {
         load_file(&self.pending_path(name), &self.project, name)
     }
 
-    /// Reads a claimed task (for a relaunch after failover or restart).
-    pub fn load_dispatched(&self, name: &str) -> Result<Task, TaskError> {
-        load_file(&self.dispatched_path(name), &self.project, name)
-    }
-
     /// Claims a task: `NAME.md` -> `NAME.md.dispatched`, before the launch,
     /// so a crash mid-launch leaves a claim the janitor can requeue.
     pub fn claim(&self, name: &str) -> io::Result<()> {

@@ -9,6 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use claude_failover::bus::Refusal;
 use claude_failover::daemon::{Daemon, FailoverMsg};
 use claude_failover::state::SessionState;
 use claude_failover::timefmt::{now_ms, now_secs};
@@ -264,7 +265,7 @@ fn cooldown_holds_automatic_failover_but_not_manual() {
     let r = rx.recv_timeout(T).unwrap();
     assert_eq!(r, Ok("failover from backup to main started".to_string()));
     let r2 = rx2.recv_timeout(T).unwrap();
-    assert_eq!(r2, Err("a failover is already running".to_string()));
+    assert_eq!(r2, Err(Refusal::Running));
     wait_for("the conversation back on main", T, || {
         !resumed(&s.env, 0).is_empty()
     });
@@ -281,7 +282,7 @@ fn cooldown_holds_automatic_failover_but_not_manual() {
         .unwrap();
     assert_eq!(
         rx.recv_timeout(T).unwrap(),
-        Err("no account named `nope`".to_string())
+        Err(Refusal::UnknownAccount("nope".into()))
     );
     stop(d);
 }

@@ -3,6 +3,8 @@
 //! SIGHUP reload and sd_notify datagrams. Everything on 127.0.0.1 and a
 //! private tmux socket.
 
+mod support;
+
 use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
@@ -14,30 +16,24 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use claude_failover::bus::Refusal;
 use claude_failover::config::Config;
 use claude_failover::control;
 use claude_failover::daemon::{Ctx, Daemon, FailoverMsg};
 use claude_failover::notice::Notice;
 use claude_failover::state::State;
 use serde_json::Value;
+use support::wait_for;
 use tempfile::TempDir;
 
 const T: Duration = Duration::from_secs(15);
 const BIN: &str = env!("CARGO_BIN_EXE_claude-failover");
 
-fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for: {what}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 // -------------------------------------------------------------- the setup
 
-struct Env {
+/// The control plane's setup: no agents (`/bin/true`), a listening control
+/// plane, two accounts. (Agents and tmux sessions: `support::Env`.)
+struct ControlEnv {
     _dir: TempDir,
     root: PathBuf,
     /// Appended to the YAML: `notify:` and the like.
@@ -45,7 +41,7 @@ struct Env {
     dedicated: bool,
 }
 
-impl Drop for Env {
+impl Drop for ControlEnv {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
             .arg("-S")
@@ -56,14 +52,14 @@ impl Drop for Env {
     }
 }
 
-impl Env {
-    fn new() -> Env {
+impl ControlEnv {
+    fn new() -> ControlEnv {
         let dir = tempfile::Builder::new().prefix("cf-op").tempdir().unwrap();
         let root = fs::canonicalize(dir.path()).unwrap();
         fs::create_dir_all(root.join("proj/.agent-queue/inbox")).unwrap();
         fs::create_dir_all(root.join("acct-main")).unwrap();
         fs::create_dir_all(root.join("acct-backup")).unwrap();
-        Env {
+        ControlEnv {
             _dir: dir,
             root,
             extra: String::new(),
@@ -134,7 +130,7 @@ struct Running {
 }
 
 impl Running {
-    fn start(env: &Env) -> Running {
+    fn start(env: &ControlEnv) -> Running {
         let d = Daemon::start(env.config()).unwrap_or_else(|e| panic!("daemon: {e}"));
         Running {
             d: Some(d),
@@ -202,7 +198,7 @@ const PATHS: &[(&str, &str)] = &[
 
 #[test]
 fn every_path_needs_the_token() {
-    let env = Env::new();
+    let env = ControlEnv::new();
     let r = Running::start(&env);
     assert_eq!(r.token.len(), 64);
     let mode = {
@@ -247,7 +243,7 @@ fn every_path_needs_the_token() {
 
 #[test]
 fn status_document_and_actions() {
-    let mut env = Env::new();
+    let mut env = ControlEnv::new();
     env.dedicated = true;
     fs::write(env.root.join("proj/.agent-queue/inbox/a.md"), "do a\n").unwrap();
     fs::write(env.root.join("proj/.agent-queue/inbox/b.md"), "do b\n").unwrap();
@@ -325,7 +321,7 @@ fn status_document_and_actions() {
 /// failover thread (so it does not depend on that thread's progress).
 #[test]
 fn failover_replies_map_to_202_and_409() {
-    let env = Env::new();
+    let env = ControlEnv::new();
     let cfg = env.config();
     fs::create_dir_all(env.state_dir()).unwrap();
     let mut st = State::default();
@@ -339,8 +335,8 @@ fn failover_replies_map_to_202_and_409() {
         let mut seen = Vec::new();
         for reply in [
             Ok("failover to backup started".to_string()),
-            Err("a failover is already running".to_string()),
-            Err("no other usable account".to_string()),
+            Err(Refusal::Running),
+            Err(Refusal::NoUsableAccount),
         ] {
             match failover.recv_timeout(T).expect("a request") {
                 FailoverMsg::Manual {
@@ -379,7 +375,7 @@ fn failover_replies_map_to_202_and_409() {
 /// is refused (409), as is the CLI's request.
 #[test]
 fn failover_through_the_daemon() {
-    let env = Env::new();
+    let env = ControlEnv::new();
     let cfg = env.config_file();
     let r = Running::start(&env);
     let f = r.req("POST", "/failover", Some(r#"{"to":"backup"}"#));
@@ -513,7 +509,7 @@ fn check_prometheus(text: &str) -> HashMap<String, f64> {
 
 #[test]
 fn metrics_are_prometheus_text() {
-    let env = Env::new();
+    let env = ControlEnv::new();
     let r = Running::start(&env);
     r.ctx().update(|st| {
         let a = st.accounts.get_mut("backup").unwrap();
@@ -555,7 +551,7 @@ fn metrics_are_prometheus_text() {
 
 #[test]
 fn hostile_clients_do_not_stall_the_plane() {
-    let env = Env::new();
+    let env = ControlEnv::new();
     let r = Running::start(&env);
     let addr = r.addr;
     let token = r.token.clone();
@@ -653,7 +649,7 @@ fn hostile_clients_do_not_stall_the_plane() {
 
 #[test]
 fn connection_cap_answers_503_and_recovers() {
-    let env = Env::new();
+    let env = ControlEnv::new();
     let r = Running::start(&env);
     // Fill every slot with connections that never send a byte.
     let idle: Vec<TcpStream> = (0..control::MAX_CONNECTIONS)
@@ -837,7 +833,7 @@ fn each_event_reaches_each_sink_once() {
         }
     });
 
-    let mut env = Env::new();
+    let mut env = ControlEnv::new();
     env.extra = format!(
         "notify:\n  telegram: {{ bot_token_env: {token_var}, chat_id: '42', api_base: 'http://{tg}' }}\n  \
          webhooks:\n    - {{ url: 'http://{bh}/hook' }}\n    - {{ url: 'http://{closed}/hook' }}\n    - {{ url: 'http://{hook}/hook/secret' }}\n  \
@@ -952,7 +948,7 @@ fn cli(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn status_and_failover_with_and_without_a_daemon() {
-    let env = Env::new();
+    let env = ControlEnv::new();
     let cfg = env.config_file();
     let c = cfg.to_str().unwrap();
     // No daemon yet: the saved state (none) with a note.
@@ -1037,7 +1033,7 @@ fn signal(p: &Proc, sig: i32) {
 
 #[test]
 fn sighup_with_a_bad_config_keeps_the_old_one() {
-    let env = Env::new();
+    let env = ControlEnv::new();
     let cfg = env.config_file();
     let log = env.root.join("daemon.log");
     let mut p = spawn_daemon(&cfg, &log, &[]);
@@ -1077,7 +1073,7 @@ fn sighup_with_a_bad_config_keeps_the_old_one() {
 #[test]
 fn ready_watchdog_and_stopping_datagrams() {
     for kind in ["path", "abstract"] {
-        let env = Env::new();
+        let env = ControlEnv::new();
         let cfg = env.config_file();
         let (sock, target) = if kind == "path" {
             let p = env.root.join("notify.sock");
@@ -1121,7 +1117,7 @@ fn ready_watchdog_and_stopping_datagrams() {
 
 #[test]
 fn systemd_unit_is_a_notify_user_unit() {
-    let env = Env::new();
+    let env = ControlEnv::new();
     let cfg = env.config_file();
     let out = cli(&["systemd-unit", "-c", cfg.to_str().unwrap()]);
     assert!(out.status.success());

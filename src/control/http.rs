@@ -377,9 +377,9 @@ impl Server {
         crossbeam_channel::select! {
             recv(rx) -> r => match r {
                 Ok(Ok(text)) => Response::json(202, &json!({ "started": true, "message": text })),
-                Ok(Err(text)) => {
-                    let status = if text.contains("unknown account") || text.contains("no account named") { 400 } else { 409 };
-                    Response::json(status, &json!({ "started": false, "error": text }))
+                Ok(Err(refusal)) => {
+                    let status = if refusal.is_bad_request() { 400 } else { 409 };
+                    Response::json(status, &json!({ "started": false, "error": refusal.to_string() }))
                 }
                 Err(_) => Response::error(503, "the failover thread dropped the request"),
             },

@@ -389,10 +389,7 @@ fn stop_in_shell(tmux: &Tmux, name: &str, timeout: Duration) -> Result<(), Strin
             return;
         };
         if let Some(fg) = foreground_pid(info.pid).filter(|fg| Some(*fg) != info.pid) {
-            // SAFETY: kill(2) with a pid read from /proc and a plain signal.
-            unsafe {
-                libc::kill(fg as libc::pid_t, libc::SIGTERM);
-            }
+            launch::sigterm(fg, name);
         }
     };
     launch::stop_with(tmux, name, timeout, back, sigterm)

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::{earliest, instant_at, limit_is_history, Job, Switcher};
-use crate::bus::DispatchMsg;
+use crate::bus::{DispatchMsg, Refusal};
 use crate::lifecycle::{self, AgentId, Event};
 use crate::notice::Notice;
 use crate::quota;
@@ -96,9 +96,9 @@ impl Switcher {
         }
     }
 
-    pub(super) fn manual(&mut self, to: Option<String>) -> Result<String, String> {
+    pub(super) fn manual(&mut self, to: Option<String>) -> Result<String, Refusal> {
         if self.running {
-            return Err("a failover is already running".into());
+            return Err(Refusal::Running);
         }
         let cfg = self.ctx.config();
         let (active, target) = {
@@ -107,23 +107,23 @@ impl Switcher {
             let target = match &to {
                 Some(n) => {
                     if cfg.account(n).is_none() {
-                        return Err(format!("no account named `{n}`"));
+                        return Err(Refusal::UnknownAccount(n.clone()));
                     }
                     if let Some(s) = st.accounts.get(n).filter(|s| !s.usable) {
-                        return Err(format!(
-                            "account `{n}` is not usable: {}",
-                            s.error.as_deref().unwrap_or("bad token")
-                        ));
+                        return Err(Refusal::Unusable {
+                            account: n.clone(),
+                            why: s.error.as_deref().unwrap_or("bad token").to_string(),
+                        });
                     }
                     n.clone()
                 }
                 None => quota::choose_target(&cfg, &st.accounts, Some(&active), now_secs())
-                    .ok_or_else(|| "no usable account".to_string())?,
+                    .ok_or(Refusal::NoUsableAccount)?,
             };
             (active, target)
         };
         if target == active {
-            return Err(format!("`{target}` is already the active account"));
+            return Err(Refusal::AlreadyActive(target));
         }
         self.start(Job {
             switch: Some((active.clone(), "operator request".into())),
