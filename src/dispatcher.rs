@@ -70,8 +70,9 @@ pub fn run(ctx: Arc<Ctx>, rx: Receiver<DispatchMsg>) {
         }
     };
     let mut watched_root: Option<PathBuf> = None;
+    let mut unclaimable = Unclaimable::new();
     discover(&ctx, watch.as_mut(), &mut watched_root);
-    dispatch_round(&ctx);
+    dispatch_round(&ctx, &mut unclaimable);
     let mut next_scan = Instant::now() + ctx.config().dispatcher.scan_interval.get();
     let mut discover_at: Option<Instant> = None;
     loop {
@@ -89,30 +90,35 @@ pub fn run(ctx: Arc<Ctx>, rx: Receiver<DispatchMsg>) {
                         discover_at.get_or_insert(Instant::now() + DISCOVER_DELAY);
                     } else if dir.file_name().is_some_and(|n| n == "inbox") {
                         if name.to_str().is_some_and(crate::task::is_task_name) {
-                            dispatch_round(&ctx);
+                            dispatch_round(&ctx, &mut unclaimable);
                         }
                     } else {
                         // A project folder or its .agent-queue got a child.
                         discover_at.get_or_insert(Instant::now() + DISCOVER_DELAY);
                     }
                 }
-                Ok(FsEvent::DirGone(dir)) => log::info!("stopped watching {} (removed)", dir.display()),
+                Ok(FsEvent::DirGone(dir)) => {
+                    log::info!("stopped watching {} (removed)", dir.display());
+                    // An inbox removed and made again is watched at once, not
+                    // after the next scan.
+                    discover_at.get_or_insert(Instant::now() + DISCOVER_DELAY);
+                }
                 Ok(FsEvent::Overflow) => {
                     log::warn!("inotify queue overflowed; rescanning every inbox");
                     discover(&ctx, watch.as_mut(), &mut watched_root);
-                    dispatch_round(&ctx);
+                    dispatch_round(&ctx, &mut unclaimable);
                 }
                 Err(_) => return,
             },
             recv(rx) -> msg => match msg {
-                Ok(DispatchMsg::SessionFree(_)) => dispatch_round(&ctx),
+                Ok(DispatchMsg::SessionFree(_)) => dispatch_round(&ctx, &mut unclaimable),
                 Ok(DispatchMsg::Scan) => {
                     discover(&ctx, watch.as_mut(), &mut watched_root);
-                    dispatch_round(&ctx);
+                    dispatch_round(&ctx, &mut unclaimable);
                 }
                 Ok(DispatchMsg::Launched(outcome)) => {
                     finish_launch(&ctx, outcome);
-                    dispatch_round(&ctx);
+                    dispatch_round(&ctx, &mut unclaimable);
                 }
                 Err(_) => return,
             },
@@ -120,14 +126,14 @@ pub fn run(ctx: Arc<Ctx>, rx: Receiver<DispatchMsg>) {
                 if discover_at.is_some_and(|d| Instant::now() >= d) {
                     discover_at = None;
                     discover(&ctx, watch.as_mut(), &mut watched_root);
-                    dispatch_round(&ctx);
+                    dispatch_round(&ctx, &mut unclaimable);
                 }
                 if rested.is_some_and(|r| Instant::now() >= r) {
-                    dispatch_round(&ctx);
+                    dispatch_round(&ctx, &mut unclaimable);
                 }
                 if Instant::now() >= next_scan {
                     discover(&ctx, watch.as_mut(), &mut watched_root);
-                    dispatch_round(&ctx);
+                    dispatch_round(&ctx, &mut unclaimable);
                     next_scan = Instant::now() + ctx.config().dispatcher.scan_interval.get();
                 }
             }
@@ -251,13 +257,19 @@ fn free_sessions(st: &State, cfg: &Config) -> Vec<String> {
 
 /// The plan: which task goes to which session, in order.
 pub fn plan(ctx: &Ctx, dry_run: bool) -> Vec<(String, Task)> {
+    let (free, tasks) = candidates(ctx, dry_run);
+    free.into_iter().zip(tasks).collect()
+}
+
+/// Free sessions in pool order and pending tasks in dispatch order.
+fn candidates(ctx: &Ctx, dry_run: bool) -> (Vec<String>, Vec<Task>) {
     let cfg = ctx.config();
     let (paused, free) = {
         let st = ctx.state();
         (st.dispatch_paused.is_some(), free_sessions(&st, &cfg))
     };
     if paused || free.is_empty() {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
     let (tasks, bad) = pending_tasks(&cfg, dry_run);
     if !dry_run {
@@ -270,14 +282,19 @@ pub fn plan(ctx: &Ctx, dry_run: bool) -> Vec<(String, Task)> {
             );
         }
     }
-    free.into_iter().zip(tasks).collect()
+    (free, tasks)
 }
 
+/// Files that could not be claimed, each said once.
+type Unclaimable = std::collections::HashSet<PathBuf>;
+
 /// Gives pending tasks to free sessions; each launch runs on its own thread.
-fn dispatch_round(ctx: &Arc<Ctx>) {
-    for (session, task) in plan(ctx, false) {
-        let Some(tref) = claim(ctx, &session, &task) else {
-            continue;
+fn dispatch_round(ctx: &Arc<Ctx>, unclaimable: &mut Unclaimable) {
+    let (free, tasks) = candidates(ctx, false);
+    let mut tasks = tasks.into_iter();
+    for session in free {
+        let Some((task, tref)) = claim_next(ctx, &session, &mut tasks, unclaimable) else {
+            break;
         };
         let c = ctx.clone();
         let spawned = std::thread::Builder::new()
@@ -296,21 +313,42 @@ fn dispatch_round(ctx: &Arc<Ctx>) {
     }
 }
 
-/// Claims `task` for `session`: the rename, then the state. `None` when the
-/// file is gone (taken or removed meanwhile).
-fn claim(ctx: &Ctx, session: &str, task: &Task) -> Option<TaskRef> {
-    let cfg = ctx.config();
-    let q = Queue::new(&task.project);
-    if let Err(e) = q.claim(&task.name) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            log::warn!(
-                "cannot claim {} in {}: {e}",
-                task.name,
-                task.project.display()
-            );
+/// Claims the first of `tasks` that can be claimed for `session`. A file
+/// that cannot be (its claimed name too long, an inbox it cannot write) is
+/// skipped, said once, so it never holds the session from the next task.
+fn claim_next(
+    ctx: &Ctx,
+    session: &str,
+    tasks: &mut impl Iterator<Item = Task>,
+    unclaimable: &mut Unclaimable,
+) -> Option<(Task, TaskRef)> {
+    for mut task in tasks {
+        match claim(ctx, session, &task) {
+            Ok(tref) => {
+                task.name = tref.name.clone();
+                return Some((task, tref));
+            }
+            // Taken or removed meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                if unclaimable.insert(task.project.join(&task.name)) {
+                    log::warn!(
+                        "cannot claim {} in {}: {e}; skipping it (it stays in the inbox)",
+                        task.name,
+                        task.project.display()
+                    );
+                }
+            }
         }
-        return None;
     }
+    None
+}
+
+/// Claims `task` for `session`: the rename, then the state; the task's
+/// name may change (a name already claimed).
+fn claim(ctx: &Ctx, session: &str, task: &Task) -> std::io::Result<TaskRef> {
+    let cfg = ctx.config();
+    let name = Queue::new(&task.project).claim(&task.name)?;
     let model = task
         .meta
         .model
@@ -318,7 +356,7 @@ fn claim(ctx: &Ctx, session: &str, task: &Task) -> Option<TaskRef> {
         .unwrap_or_else(|| cfg.model_for(task.meta.priority).to_string());
     let tref = TaskRef {
         project: task.project.clone(),
-        name: task.name.clone(),
+        name,
         priority: task.meta.priority,
         model,
         started: now_secs(),
@@ -334,11 +372,11 @@ fn claim(ctx: &Ctx, session: &str, task: &Task) -> Option<TaskRef> {
     );
     log::info!(
         "dispatching {} ({}) from {} to {session}",
-        task.name,
+        tref.name,
         tref.model,
         task.project.display()
     );
-    Some(tref)
+    Ok(tref)
 }
 
 /// Starts the agent and hands it the task message.
@@ -412,9 +450,12 @@ pub fn finish_launch(ctx: &Ctx, o: LaunchOutcome) {
 /// `scan`: one dispatch round in the foreground; returns what was started.
 pub fn scan_once(ctx: &Arc<Ctx>) -> Vec<(String, String, Result<(), String>)> {
     let mut out = Vec::new();
-    for (session, task) in plan(ctx, false) {
-        let Some(tref) = claim(ctx, &session, &task) else {
-            continue;
+    let (free, tasks) = candidates(ctx, false);
+    let mut tasks = tasks.into_iter();
+    let mut unclaimable = Unclaimable::new();
+    for session in free {
+        let Some((task, tref)) = claim_next(ctx, &session, &mut tasks, &mut unclaimable) else {
+            break;
         };
         let result = launch_task(ctx, &session, &task, &tref);
         let shown = result.as_ref().map(|_| ()).map_err(|e| e.to_string());

@@ -94,7 +94,7 @@ pub fn move_no_clobber(from: &Path, to: &Path) -> io::Result<PathBuf> {
 }
 
 /// `dir/name.md` -> `dir/name.N.md`; `dir/name` -> `dir/name.N`.
-fn numbered(path: &Path, n: u32) -> PathBuf {
+pub fn numbered(path: &Path, n: u32) -> PathBuf {
     let name = path
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())

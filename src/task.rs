@@ -95,6 +95,8 @@ pub enum TaskError {
     NotUtf8,
     Frontmatter(String),
     BadModel(String),
+    /// Nothing but white space to send (after any frontmatter).
+    Empty,
     /// The file vanished or could not be read; not the task's fault.
     Io(io::Error),
 }
@@ -114,6 +116,7 @@ impl fmt::Display for TaskError {
             TaskError::NotUtf8 => write!(f, "is not UTF-8 text"),
             TaskError::Frontmatter(e) => write!(f, "has invalid frontmatter: {e}"),
             TaskError::BadModel(m) => write!(f, "names model `{m}`, which is not a model name"),
+            TaskError::Empty => write!(f, "is empty: its body is only white space"),
             TaskError::Io(e) => write!(f, "cannot be read: {e}"),
         }
     }
@@ -153,7 +156,7 @@ pub fn parse(text: &str) -> Result<(Frontmatter, String), TaskError> {
         .strip_prefix("---\n")
         .or_else(|| text.strip_prefix("---\r\n"))
     else {
-        return Ok((Frontmatter::default(), text.trim().to_string()));
+        return with_body(Frontmatter::default(), text);
     };
     // The header ends at the first line that is exactly `---`.
     let mut offset = 0;
@@ -197,7 +200,17 @@ pub fn parse(text: &str) -> Result<(Frontmatter, String), TaskError> {
             return Err(TaskError::BadModel(m.clone()));
         }
     }
-    Ok((meta, rest[body_start..].trim().to_string()))
+    with_body(meta, &rest[body_start..])
+}
+
+/// The trimmed body, refused when nothing is left: an empty message would
+/// be sent as the bare template, or not taken at all.
+fn with_body(meta: Frontmatter, body: &str) -> Result<(Frontmatter, String), TaskError> {
+    let body = body.trim();
+    if body.is_empty() {
+        return Err(TaskError::Empty);
+    }
+    Ok((meta, body.to_string()))
 }
 
 /// The queue folders of one project.
@@ -257,10 +270,32 @@ impl Queue {
     }
 
     /// Claims a task: `NAME.md` -> `NAME.md.dispatched`, before the launch,
-    /// so a crash mid-launch leaves a claim the janitor can requeue.
-    pub fn claim(&self, name: &str) -> io::Result<()> {
-        fs::rename(self.pending_path(name), self.dispatched_path(name))?;
-        fsutil::sync_dir(&self.inbox())
+    /// so a crash mid-launch leaves a claim the janitor can requeue. A task
+    /// of that name may be claimed already (a second `nightly.md` dropped
+    /// while the first runs): then it is claimed as `NAME.N.md`, never over
+    /// the other's claim. Returns the name it is claimed under.
+    pub fn claim(&self, name: &str) -> io::Result<String> {
+        let taken = |n: &str| {
+            fs::symlink_metadata(self.dispatched_path(n)).is_ok()
+                || (n != name && fs::symlink_metadata(self.pending_path(n)).is_ok())
+        };
+        let claimed = (0..10_000)
+            .map(|n| match n {
+                0 => name.to_string(),
+                n => fsutil::numbered(Path::new(name), n)
+                    .to_string_lossy()
+                    .into_owned(),
+            })
+            .find(|n| !taken(n))
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("no free name to claim {name} under"),
+                )
+            })?;
+        fs::rename(self.pending_path(name), self.dispatched_path(&claimed))?;
+        fsutil::sync_dir(&self.inbox())?;
+        Ok(claimed)
     }
 
     /// Puts a claimed task back in the inbox.
@@ -498,5 +533,35 @@ mod tests {
         fs::create_dir(q.pending_path("dir.md")).unwrap();
         assert!(matches!(q.load("dir.md"), Err(TaskError::NotRegular)));
         assert!(matches!(q.load("gone.md"), Err(TaskError::Io(_))));
+    }
+
+    #[test]
+    fn a_blank_body_is_refused() {
+        assert!(matches!(parse(" \n\t\n"), Err(TaskError::Empty)));
+        assert!(matches!(
+            parse("---\ntitle: only\n---\n  \n"),
+            Err(TaskError::Empty)
+        ));
+    }
+
+    #[test]
+    fn a_second_claim_of_one_name_gets_a_name_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::new(dir.path());
+        fs::create_dir_all(q.inbox()).unwrap();
+        fs::write(q.pending_path("n.md"), "first").unwrap();
+        assert_eq!(q.claim("n.md").unwrap(), "n.md");
+        fs::write(q.pending_path("n.md"), "second").unwrap();
+        // n.1.md waits in the inbox: not that name either.
+        fs::write(q.pending_path("n.1.md"), "other").unwrap();
+        assert_eq!(q.claim("n.md").unwrap(), "n.2.md");
+        assert_eq!(
+            fs::read_to_string(q.dispatched_path("n.md")).unwrap(),
+            "first"
+        );
+        assert_eq!(
+            fs::read_to_string(q.dispatched_path("n.2.md")).unwrap(),
+            "second"
+        );
     }
 }

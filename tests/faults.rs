@@ -149,7 +149,6 @@ fn item_3_a_message_never_starts_with_bang_or_slash() {
 }
 
 #[test]
-#[ignore = "issue 10 item 4: fixed in a later commit"]
 fn item_4_a_blank_task_goes_to_failed_with_a_reason() {
     let env = Env::new(1, 1);
     let d = start(&env);
@@ -298,7 +297,6 @@ fn item_7_the_agent_gets_the_daemons_environment_not_the_tmux_servers() {
 // ------------------------------------------------------ faults and bad input
 
 #[test]
-#[ignore = "issue 10 item 8: fixed in a later commit"]
 fn item_8_a_second_task_of_the_same_name_does_not_clobber_the_first() {
     let env = Env::new(1, 2);
     let d = start(&env);
@@ -332,7 +330,6 @@ fn item_8_a_second_task_of_the_same_name_does_not_clobber_the_first() {
 }
 
 #[test]
-#[ignore = "issue 10 item 9: fixed in a later commit"]
 fn item_9_a_task_that_cannot_be_claimed_does_not_stall_the_session() {
     let env = Env::new(1, 1);
     // 252 characters: its `.dispatched` name is too long for the file system.
@@ -567,7 +564,6 @@ fn item_14_a_state_json_that_is_a_directory_refuses_start() {
 }
 
 #[test]
-#[ignore = "issue 10 item 14: fixed in a later commit"]
 fn item_14_a_recreated_inbox_is_watched_at_once() {
     let env = Env::new(1, 1);
     let d = start(&env);
