@@ -410,11 +410,18 @@ pub fn launch_task(
         },
     );
     let transcript = launch::start_agent(&cfg, &ctx.tmux, &l)?;
-    lifecycle::handle(ctx, session, Event::AgentUp { transcript });
+    lifecycle::handle(
+        ctx,
+        session,
+        Event::AgentUp {
+            transcript: transcript.clone(),
+        },
+    );
     launch::deliver(
         &ctx.tmux,
         session,
         &launch::render_message(&cfg.agent.message, task),
+        Some(&transcript),
     )
 }
 

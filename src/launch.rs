@@ -269,18 +269,39 @@ pub fn wait_ready(cfg: &Config, tmux: &Tmux, session: &str) -> Result<(), Launch
     }
 }
 
+/// What is pasted for `text`: claude reads a message that starts with `!`
+/// as a bash-mode command (run with no guard) and one that starts with `/`
+/// as a slash command (`/exit`, `/clear`); a leading space makes either plain
+/// text. A short paste that ends in `\` would turn the Enter into a line
+/// break (and lose the backslash); claude trims the trailing space added.
+pub fn as_pasted(text: &str) -> std::borrow::Cow<'_, str> {
+    let lead = if text.starts_with(['!', '/']) {
+        " "
+    } else {
+        ""
+    };
+    let tail = if text.ends_with('\\') { " " } else { "" };
+    if lead.is_empty() && tail.is_empty() {
+        text.into()
+    } else {
+        format!("{lead}{text}{tail}").into()
+    }
+}
+
 /// Pastes `text` into a ready agent and submits it with a separate Enter.
 /// The agent may exit at any moment: only `send-keys`, never `paste-buffer`.
-pub fn deliver(tmux: &Tmux, session: &str, text: &str) -> Result<(), LaunchError> {
-    // A short paste that ends in `\` would turn the Enter into a line break
-    // (and lose the backslash); claude trims the trailing space we add.
-    let padded;
-    let text = if text.ends_with('\\') {
-        padded = format!("{text} ");
-        padded.as_str()
-    } else {
-        text
-    };
+/// A prompt entry that shows up in `transcript` (the conversation's) proves
+/// the message was taken where the screen cannot tell.
+pub fn deliver(
+    tmux: &Tmux,
+    session: &str,
+    text: &str,
+    transcript: Option<&Path>,
+) -> Result<(), LaunchError> {
+    let text = as_pasted(text);
+    let text = text.as_ref();
+    let from = transcript.map_or(0, crate::conversation::len);
+    let taken = || transcript.is_some_and(|t| crate::conversation::prompt_since(t, from));
     // Phase 1: the paste must show in the input line before the Enter. An
     // empty input line right after the paste may only mean the agent has
     // not read it yet, so it proves nothing.
@@ -299,12 +320,12 @@ pub fn deliver(tmux: &Tmux, session: &str, text: &str) -> Result<(), LaunchError
     // Phase 2: Enter submits it; the input line empties (or the screen
     // changes to the working view).
     tmux.send_key(session, "Enter")?;
-    if wait_input(tmux, session, TAKE_TIMEOUT / 2, str::is_empty)? {
+    if wait_input(tmux, session, TAKE_TIMEOUT / 2, str::is_empty)? || taken() {
         return Ok(());
     }
     // The Enter raced the agent's reading of the paste; one more is safe.
     tmux.send_key(session, "Enter")?;
-    if wait_input(tmux, session, TAKE_TIMEOUT / 2, str::is_empty)? {
+    if wait_input(tmux, session, TAKE_TIMEOUT / 2, str::is_empty)? || taken() {
         Ok(())
     } else {
         Err(LaunchError::NotTaken)
@@ -340,19 +361,21 @@ fn wait_input(
 }
 
 /// The text after `❯` on the input line (the line under a rule), if the
-/// screen shows one.
+/// screen shows one. The bottom-most such pair: a full redraw (after
+/// SIGCONT) leaves old rule and `❯` lines above the live input box.
 pub fn input_line(screen: &str) -> Option<&str> {
     let mut prev_rule = false;
+    let mut found = None;
     for line in screen.lines() {
         let t = line.trim_start();
         if prev_rule {
             if let Some(rest) = t.strip_prefix('❯').or_else(|| t.strip_prefix('>')) {
-                return Some(rest.trim_matches(|c: char| c.is_whitespace()));
+                found = Some(rest.trim_matches(|c: char| c.is_whitespace()));
             }
         }
         prev_rule = t.starts_with("────");
     }
-    None
+    found
 }
 
 /// Fills the `agent.message` template: `{task}` file name, `{body}` text,
@@ -488,6 +511,18 @@ mod tests {
             Some("[Pasted text #1 +3 lines]")
         );
         assert_eq!(input_line("❯ 1. No, exit\n"), None);
+        // A ghost box from a redraw stays above the live one.
+        let ghost = format!("{rule}\n❯ \n{rule}\nfooter\n{rule}\n❯ typed\n{rule}\n");
+        assert_eq!(input_line(&ghost), Some("typed"));
+    }
+
+    #[test]
+    fn bang_slash_and_a_final_backslash_are_made_plain_text() {
+        assert_eq!(as_pasted("!rm -rf x"), " !rm -rf x");
+        assert_eq!(as_pasted("/clear"), " /clear");
+        assert_eq!(as_pasted("ends in \\"), "ends in \\ ");
+        assert_eq!(as_pasted("[t.md] ok"), "[t.md] ok");
+        assert_eq!(as_pasted(" !already text"), " !already text");
     }
 
     #[test]

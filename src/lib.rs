@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod conversation;
 pub mod daemon;
 pub mod dispatcher;
 pub mod doctor;

@@ -98,7 +98,6 @@ fn item_1_a_limit_drawn_after_stop_failure_fails_over_and_books_no_continue() {
 }
 
 #[test]
-#[ignore = "issue 10 item 2: fixed in a later commit"]
 fn item_2_a_ghost_input_box_does_not_hide_the_live_one() {
     let env = Env::new(1, 1);
     // Once ready, the agent redraws its screen and leaves a ghost box above.
@@ -114,7 +113,6 @@ fn item_2_a_ghost_input_box_does_not_hide_the_live_one() {
 }
 
 #[test]
-#[ignore = "issue 10 item 3: fixed in a later commit"]
 fn item_3_a_message_never_starts_with_bang_or_slash() {
     let mut env = Env::new(1, 2);
     env.agent_extra = "  message: '{body}'\n".into();

@@ -240,7 +240,12 @@ impl Switcher {
         {
             return;
         }
-        match launch::deliver(&self.ctx.tmux, name, "continue") {
+        match launch::deliver(
+            &self.ctx.tmux,
+            name,
+            "continue",
+            s.transcript_path.as_deref(),
+        ) {
             Ok(()) => log::info!("{name}: told to continue after a throttle"),
             Err(e) => log::warn!("{name}: cannot tell it to continue: {e}"),
         }

@@ -233,7 +233,7 @@ fn move_one(
         relaunch_dedicated(ctx, cfg, name, &project, to, &model, &id)?
     };
     let text = note(&from, &to.name, job.manual);
-    if let Err(e) = launch::deliver(&ctx.tmux, name, &text) {
+    if let Err(e) = launch::deliver(&ctx.tmux, name, &text, Some(&transcript)) {
         log::warn!(
             "{name}: resumed on {}, but the note was not taken: {e}",
             to.name
