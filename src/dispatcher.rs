@@ -51,6 +51,10 @@ pub fn ensure_sessions(ctx: &Ctx) {
                 Ok(()) => log::info!("created tmux session {name}"),
                 Err(e) => log::error!("cannot create tmux session {name}: {e}"),
             }
+        } else if kind == SessionKind::Autonomous {
+            if let Err(e) = ctx.tmux.fix_size(&name) {
+                log::warn!("cannot resize tmux session {name}: {e}");
+            }
         }
         let ev = Event::Restarted {
             alive: ctx.tmux.agent_pid(&name).is_some(),

@@ -13,6 +13,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// The size of the daemon's sessions. What it reads off the screen needs
+/// room: below about 14 rows claude's limit menu pushes the limit line off
+/// the screen. Kept fixed (`window-size manual`) so a client attaching
+/// with a small terminal does not shrink it.
+pub const COLUMNS: u32 = 200;
+pub const ROWS: u32 = 50;
+
 /// tmux limits the size of one command message; stay well under it.
 const SEND_CHUNK: usize = 4000;
 
@@ -125,28 +132,51 @@ impl Tmux {
     pub fn new_session(&self, name: &str, cwd: &Path) -> Result<()> {
         let cwd_arg = cwd.as_os_str();
         let mut c = self.cmd();
-        c.args([
-            "new-session",
-            "-d",
-            "-s",
-            name,
-            "-x",
-            "200",
-            "-y",
-            "50",
-            "-c",
-        ])
-        .arg(cwd_arg);
+        let (x, y) = (COLUMNS.to_string(), ROWS.to_string());
+        c.args(["new-session", "-d", "-s", name, "-x", &x, "-y", &y, "-c"])
+            .arg(cwd_arg);
         run_cmd(c)?;
+        let pane = Self::pane(name);
         self.run([
             "set-option",
             "-w",
             "-t",
-            &Self::pane(name),
+            &pane,
             "remain-on-exit",
             "on",
+            ";",
+            "set-option",
+            "-w",
+            "-t",
+            &pane,
+            "window-size",
+            "manual",
         ])?;
         Ok(())
+    }
+
+    /// Gives a session that exists (made by someone else, or shrunk) the
+    /// daemon's fixed size.
+    pub fn fix_size(&self, name: &str) -> Result<()> {
+        let pane = Self::pane(name);
+        let (x, y) = (COLUMNS.to_string(), ROWS.to_string());
+        self.run([
+            "set-option",
+            "-w",
+            "-t",
+            &pane,
+            "window-size",
+            "manual",
+            ";",
+            "resize-window",
+            "-t",
+            &pane,
+            "-x",
+            &x,
+            "-y",
+            &y,
+        ])
+        .map(|_| ())
     }
 
     /// Replaces whatever runs in the session's pane with `argv`, executed

@@ -335,12 +335,14 @@ fn apply_record(ctx: &Ctx, rec: events::Record) {
                 } => Event::Active,
                 HookEvent::StopFailure { error, message, .. } => {
                     log::warn!("{name}: StopFailure {error}: {message}");
-                    // A limit on the pane, or an account that cannot be
-                    // used at all: move off the account. Otherwise it may
-                    // be a short server throttle.
+                    // A usage limit, or an account that cannot be used at
+                    // all: move off the account. Otherwise it may be a
+                    // short server throttle.
                     let account_out =
                         matches!(error.as_str(), "authentication_failed" | "billing_error");
-                    if account_out || (is_limit_error(&error) && pane_shows_limit(ctx, &name)) {
+                    if account_out
+                        || (is_limit_error(&error) && is_usage_limit(ctx, &name, &message))
+                    {
                         Event::LimitShown
                     } else {
                         Event::ApiError(error)
@@ -366,10 +368,29 @@ fn is_limit_error(e: &str) -> bool {
     e == "rate_limit"
 }
 
-fn pane_shows_limit(ctx: &Ctx, name: &str) -> bool {
+/// Whether a `rate_limit` StopFailure is a usage limit rather than a server
+/// throttle. The event's own message says it, or the transcript does (claude
+/// writes the limit message there); the pane comes last: claude draws the
+/// limit line only after the event, and a small pane scrolls it away.
+fn is_usage_limit(ctx: &Ctx, name: &str, message: &str) -> bool {
+    let cfg = ctx.config();
+    let limit = &cfg.agent.limit_pattern;
+    if limit.is_match(message) {
+        return true;
+    }
+    let transcript = ctx
+        .state()
+        .sessions
+        .get(name)
+        .and_then(|s| s.transcript_path.clone());
+    if transcript.is_some_and(|t| {
+        crate::conversation::limit_message(&t, |text| limit.is_match(text)).is_some()
+    }) {
+        return true;
+    }
     ctx.tmux
         .capture(name)
-        .is_ok_and(|screen| ctx.config().agent.limit_pattern.is_match(&screen))
+        .is_ok_and(|screen| limit.is_match(&screen))
 }
 
 /// No SessionStart within the prompt timeout: the agent runs unguarded.

@@ -64,7 +64,6 @@ fn all_messages(env: &Env) -> Vec<String> {
 // ------------------------------------------------------- with the real claude
 
 #[test]
-#[ignore = "issue 10 item 1: fixed in a later commit"]
 fn item_1_a_limit_drawn_after_stop_failure_fails_over_and_books_no_continue() {
     let mut s = Setup::new(1, 1);
     s.poll = "1h";
@@ -224,7 +223,6 @@ fn item_5_an_agent_that_waits_again_is_stopped_and_its_task_failed() {
 }
 
 #[test]
-#[ignore = "issue 10 item 6: fixed in a later commit"]
 fn item_6_a_small_session_is_resized_and_its_limit_still_fails_over() {
     let mut s = Setup::new(1, 1);
     s.poll = "1h";
