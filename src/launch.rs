@@ -12,6 +12,19 @@ use std::time::{Duration, Instant};
 use crate::config::{AccountConfig, Config};
 use crate::tmux::{Tmux, TmuxError};
 
+/// What the daemon sets for each launch (INTERFACE.md), in this order.
+pub const DAEMON_ENV: [&str; 4] = [
+    "CLAUDE_CONFIG_DIR",
+    "CLAUDE_FAILOVER_SESSION",
+    "CLAUDE_FAILOVER_EVENTS",
+    "DISABLE_AUTOUPDATER",
+];
+
+/// What an agent started in its own pane gets from the daemon's environment
+/// (when set there), not from the tmux server's. TERM is left to tmux: it
+/// sets the pane's from `default-terminal`, the one right inside tmux.
+pub const PASSED_ON: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "IS_SANDBOX"];
+
 /// Variables that would override the account's OAuth login.
 pub const OVERRIDING_ENV: &[&str] = &[
     "ANTHROPIC_API_KEY",
@@ -180,7 +193,7 @@ impl Arg {
 /// process is the agent), the environment, then claude and its flags.
 #[derive(Debug, Clone)]
 pub struct AgentCommand {
-    pub env: Vec<(&'static str, Arg)>,
+    pub env: Vec<(String, Arg)>,
     /// `env -u ...` then the agent's argv.
     pub argv: Vec<Arg>,
 }
@@ -194,12 +207,19 @@ pub fn agent_command(
     settings: Option<&Path>,
 ) -> AgentCommand {
     let val = |v: &OsStr| Arg::Value(v.to_os_string());
-    let env = vec![
-        ("CLAUDE_CONFIG_DIR", val(account.config_dir.as_os_str())),
-        ("CLAUDE_FAILOVER_SESSION", val(OsStr::new(session))),
-        ("CLAUDE_FAILOVER_EVENTS", val(cfg.events_dir().as_os_str())),
-        ("DISABLE_AUTOUPDATER", Arg::Ours("1")),
+    let mut env: Vec<(String, Arg)> = cfg
+        .agent
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), val(OsStr::new(v))))
+        .collect();
+    let ours = [
+        val(account.config_dir.as_os_str()),
+        val(OsStr::new(session)),
+        val(cfg.events_dir().as_os_str()),
+        Arg::Ours("1"),
     ];
+    env.extend(DAEMON_ENV.iter().map(|k| k.to_string()).zip(ours));
     let mut argv = vec![Arg::Ours("env")];
     for v in OVERRIDING_ENV {
         argv.extend([Arg::Ours("-u"), Arg::Ours(v)]);
@@ -224,8 +244,19 @@ pub fn agent_command(
 
 impl AgentCommand {
     /// Runs it as the pane's own process (`respawn-pane`) in `cwd`.
+    /// The daemon's own `PASSED_ON` variables go first: a pane gets the tmux
+    /// server's environment, which may be someone else's.
     pub fn respawn(&self, tmux: &Tmux, session: &str, cwd: &Path) -> Result<(), TmuxError> {
-        let env: Vec<(&str, &OsStr)> = self.env.iter().map(|(k, v)| (*k, v.os())).collect();
+        let inherited: Vec<(&str, std::ffi::OsString)> = PASSED_ON
+            .iter()
+            .filter(|k| !self.env.iter().any(|(set, _)| set == *k))
+            .filter_map(|k| Some((*k, std::env::var_os(k)?)))
+            .collect();
+        let env: Vec<(&str, &OsStr)> = inherited
+            .iter()
+            .map(|(k, v)| (*k, v.as_os_str()))
+            .chain(self.env.iter().map(|(k, v)| (k.as_str(), v.os())))
+            .collect();
         let argv: Vec<&OsStr> = self.argv.iter().map(Arg::os).collect();
         tmux.respawn(session, cwd, &env, &argv)
     }

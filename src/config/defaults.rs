@@ -49,6 +49,7 @@ impl Default for AgentConfig {
             prompt_timeout: Dur::secs(30),
             models: Models::default(),
             message: "[{task}] {body}".into(),
+            env: Default::default(),
         }
     }
 }

@@ -52,6 +52,21 @@ impl Config {
             line: None,
             msg: format!("cannot read: {e}"),
         })?;
+        // A file emptied by mistake (`: > config.yaml`) must not load as
+        // the defaults: every project would be dropped and sessions started
+        // on `~/.claude`. The embedded default is for no file at all.
+        let blank = text.lines().all(|l| {
+            let l = l.trim();
+            l.is_empty() || l.starts_with('#')
+        });
+        if blank {
+            return Err(ConfigError {
+                file: path.display().to_string(),
+                line: None,
+                msg: "the file is empty; restore it, or remove it to use the built-in default"
+                    .into(),
+            });
+        }
         let mut c = Config::parse(&text, &path.display().to_string())?;
         c.source = Some(path.to_path_buf());
         Ok(c)
@@ -198,6 +213,24 @@ impl Config {
                     self.agent.command
                 ),
             );
+        }
+        for k in self.agent.env.keys() {
+            let name_ok = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !name_ok {
+                return fail(
+                    &["agent", "env"],
+                    format!("`{k}` is not an environment variable name"),
+                );
+            }
+            if crate::launch::DAEMON_ENV.contains(&k.as_str())
+                || crate::launch::OVERRIDING_ENV.contains(&k.as_str())
+            {
+                return fail(
+                    &["agent", "env"],
+                    format!("`{k}` is set by the daemon for each account and session; it cannot be set here"),
+                );
+            }
         }
         for m in [
             &self.agent.models.critical,

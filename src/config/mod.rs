@@ -79,6 +79,8 @@ pub struct AgentConfig {
     pub prompt_timeout: Dur,
     pub models: Models,
     pub message: String,
+    /// Extra environment for every agent, passed explicitly on each launch.
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -280,6 +282,29 @@ mod tests {
         assert!("5".parse::<Dur>().is_err());
         assert!("m".parse::<Dur>().is_err());
         assert_eq!(Dur::secs(7200).to_string(), "2h");
+    }
+
+    #[test]
+    fn an_empty_file_is_refused_but_no_file_is_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        for text in ["", "  \n", "# nothing\n"] {
+            let p = dir.path().join("c.yaml");
+            std::fs::write(&p, text).unwrap();
+            let e = Config::load(&p).unwrap_err().to_string();
+            assert!(e.contains("empty"), "{e}");
+            assert!(Config::locate(Some(&p)).is_err());
+        }
+        assert!(Config::load(&dir.path().join("none.yaml")).is_err());
+    }
+
+    #[test]
+    fn agent_env_names_are_checked() {
+        let ok = parse("agent: { env: { IS_SANDBOX: '1', MY_VAR_2: x } }").unwrap();
+        assert_eq!(ok.agent.env["IS_SANDBOX"], "1");
+        for bad in ["2X", "A-B", "CLAUDE_CONFIG_DIR", "ANTHROPIC_API_KEY"] {
+            let e = parse(&format!("agent: {{ env: {{ '{bad}': x }} }}")).unwrap_err();
+            assert!(e.to_string().contains(bad), "{e}");
+        }
     }
 
     #[test]
