@@ -461,7 +461,6 @@ fn item_10_a_reload_of_an_emptied_config_is_refused() {
 }
 
 #[test]
-#[ignore = "issue 10 item 11: fixed in a later commit"]
 fn item_11_an_account_without_readable_credentials_is_never_a_target() {
     let mut s = Setup::new(1, 1);
     s.poll = "1h";
@@ -584,7 +583,6 @@ fn item_14_a_recreated_inbox_is_watched_at_once() {
 }
 
 #[test]
-#[ignore = "issue 10 item 14: fixed in a later commit"]
 fn item_14_absurd_usage_readings_keep_the_last_good_one() {
     let s = Setup::new(1, 0);
     let d = s.start();

@@ -57,8 +57,11 @@ impl ControlEnv {
         let dir = tempfile::Builder::new().prefix("cf-op").tempdir().unwrap();
         let root = fs::canonicalize(dir.path()).unwrap();
         fs::create_dir_all(root.join("proj/.agent-queue/inbox")).unwrap();
-        fs::create_dir_all(root.join("acct-main")).unwrap();
-        fs::create_dir_all(root.join("acct-backup")).unwrap();
+        // Readable credentials: an account without is not usable.
+        for a in ["acct-main", "acct-backup"] {
+            let expires = claude_failover::timefmt::now_ms() + 3_600_000;
+            support::usage::creds(&root.join(a), &format!("tok-{a}"), expires);
+        }
         ControlEnv {
             _dir: dir,
             root,

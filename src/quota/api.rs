@@ -39,7 +39,9 @@ impl Outcome {
 
 /// Parses a usage answer tolerantly: windows may be null or missing,
 /// unknown keys are ignored, numbers may come as strings. An answer with
-/// neither window key (an error document, HTML, ...) is an error.
+/// neither window key (an error document, HTML, ...) is an error, and so is
+/// a window whose utilization is missing, null, negative or above 1000 %:
+/// such a reading must not replace the last good one.
 pub fn parse_usage(body: &str) -> Result<Reading, String> {
     let v: Value =
         serde_json::from_str(body.trim()).map_err(|_| format!("not JSON: {}", snippet(body)))?;
@@ -49,12 +51,19 @@ pub fn parse_usage(body: &str) -> Result<Reading, String> {
     if !obj.contains_key("five_hour") && !obj.contains_key("seven_day") {
         return Err(format!("no usage windows in the answer: {}", snippet(body)));
     }
-    let window = |k: &str| -> (Option<f64>, Option<u64>) {
+    let window = |k: &str| -> Result<(Option<f64>, Option<u64>), String> {
         let w = &v[k];
         if !w.is_object() {
-            return (None, None);
+            return Ok((None, None));
         }
-        let util = number(&w["utilization"]).filter(|u| u.is_finite() && *u >= 0.0);
+        let util = number(&w["utilization"])
+            .filter(|u| u.is_finite() && (0.0..=1000.0).contains(u))
+            .ok_or_else(|| {
+                format!(
+                    "implausible {k} utilization {} in the answer",
+                    snippet(&w["utilization"].to_string())
+                )
+            })?;
         let resets = match &w["resets_at"] {
             Value::String(s) => parse_rfc3339(s),
             Value::Number(n) => n
@@ -62,10 +71,10 @@ pub fn parse_usage(body: &str) -> Result<Reading, String> {
                 .map(|t| if t > 10_000_000_000 { t / 1000 } else { t }),
             _ => None,
         };
-        (util, resets)
+        Ok((Some(util), resets))
     };
-    let (five_hour, five_hour_resets) = window("five_hour");
-    let (seven_day, seven_day_resets) = window("seven_day");
+    let (five_hour, five_hour_resets) = window("five_hour")?;
+    let (seven_day, seven_day_resets) = window("seven_day")?;
     Ok(Reading {
         five_hour,
         seven_day,

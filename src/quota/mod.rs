@@ -112,9 +112,16 @@ pub fn apply(
                 None => st.warned = false,
             }
         }
+        // Claude cannot log in with what it cannot read either.
         Outcome::NoCredentials(e) => {
             st.error = Some(format!("no credentials: {e}"));
             st.token = Some("missing".into());
+            st.usable = false;
+            if was_usable {
+                changes.push(Change::TokenBad(format!(
+                    "its credentials cannot be read ({e})"
+                )));
+            }
         }
         Outcome::Expired => {
             st.error = Some("token expired (expiresAt has passed)".into());
@@ -303,9 +310,10 @@ mod tests {
         let r = parse_usage(r#"{"five_hour":null,"seven_day":{"utilization":"88.5"}}"#).unwrap();
         assert_eq!(r.five_hour, None);
         assert_eq!(r.seven_day, Some(88.5));
-        let r = parse_usage(r#"{"five_hour":{"utilization":-3,"resets_at":1800000000}}"#).unwrap();
-        assert_eq!(r.five_hour, None);
-        assert_eq!(r.five_hour_resets, Some(1_800_000_000));
+        for bad in ["-3", "1000.5", "null", "\"n/a\""] {
+            let body = format!(r#"{{"five_hour":{{"utilization":{bad},"resets_at":1800000000}}}}"#);
+            assert!(parse_usage(&body).is_err(), "{body}");
+        }
     }
 
     #[test]
@@ -373,9 +381,10 @@ mod tests {
         let ch = apply(&c, &mut st, &Outcome::Reading(Reading::default()), None, 7);
         assert_eq!(ch, vec![Change::TokenGood]);
         assert!(st.usable);
-        // A missing file does not change usability.
-        apply(&c, &mut st, &Outcome::NoCredentials("x".into()), None, 8);
-        assert!(st.usable);
+        // Credentials that cannot be read: claude cannot log in either.
+        let ch = apply(&c, &mut st, &Outcome::NoCredentials("x".into()), None, 8);
+        assert!(matches!(&ch[..], [Change::TokenBad(_)]), "{ch:?}");
+        assert!(!st.usable);
     }
 
     #[test]

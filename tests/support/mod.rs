@@ -80,7 +80,12 @@ impl Env {
             .iter()
             .map(|n| {
                 let d = root.join(format!("acct-{n}"));
-                fs::create_dir_all(&d).unwrap();
+                // Readable credentials: an account without is not usable.
+                usage::creds(
+                    &d,
+                    &format!("tok-{n}"),
+                    claude_failover::timefmt::now_ms() + 3_600_000,
+                );
                 (n.to_string(), d)
             })
             .collect();
