@@ -64,7 +64,16 @@ impl Daemon {
                 "running as root: Claude Code refuses --dangerously-skip-permissions as root unless IS_SANDBOX=1 is in its environment; run the daemon as a normal user"
             );
         }
-        let (mut state, warning) = State::load(&state_path(&config));
+        // Anything but a file (a directory made by mistake) would make every
+        // save fail: refuse, as for a state dir that cannot be written.
+        let path = state_path(&config);
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
+            return Err(StartError(format!(
+                "{} is not a regular file; move it aside and start again",
+                path.display()
+            )));
+        }
+        let (mut state, warning) = State::load(&path);
         if let Some(w) = warning {
             log::warn!("{w}");
         }

@@ -87,8 +87,23 @@ pub struct GuardRecord {
     pub cwd: String,
 }
 
+/// The longest string field kept from an event: a hook's input can carry a
+/// whole command or message of megabytes, and these strings go into log
+/// lines, notices and audit.log.
+pub const MAX_FIELD_BYTES: usize = 4096;
+
+/// A string field, cut at `MAX_FIELD_BYTES` (on a character boundary, with
+/// a mark saying how much was left out).
 fn s(v: &Value, k: &str) -> String {
-    v.get(k).and_then(Value::as_str).unwrap_or("").to_string()
+    let text = v.get(k).and_then(Value::as_str).unwrap_or("");
+    if text.len() <= MAX_FIELD_BYTES {
+        return text.to_string();
+    }
+    let mut cut = MAX_FIELD_BYTES;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… [{} more bytes]", &text[..cut], text.len() - cut)
 }
 
 /// Parses one event file's content.
@@ -214,6 +229,22 @@ pub fn reject(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn megabyte_strings_are_cut() {
+        let big = "é".repeat(1 << 20);
+        let v = serde_json::json!({"kind": "guard", "detail": big, "rule": "r"});
+        let Kind::Guard(g) = parse(v.to_string().as_bytes()).unwrap().kind else {
+            panic!("not a guard record")
+        };
+        assert!(g.detail.len() < MAX_FIELD_BYTES + 64, "{}", g.detail.len());
+        assert!(
+            g.detail.ends_with("more bytes]"),
+            "{}",
+            &g.detail[g.detail.len() - 40..]
+        );
+        assert_eq!(g.rule, "r");
+    }
 
     #[test]
     fn parses_hook_events() {

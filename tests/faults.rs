@@ -548,7 +548,6 @@ fn item_13_a_broken_agent_command_pauses_dispatch_instead_of_failing_tasks() {
 }
 
 #[test]
-#[ignore = "issue 10 item 14: fixed in a later commit"]
 fn item_14_a_state_json_that_is_a_directory_refuses_start() {
     let env = Env::new(1, 1);
     fs::create_dir_all(env.state_dir.join("state.json")).unwrap();
@@ -607,7 +606,6 @@ fn item_14_absurd_usage_readings_keep_the_last_good_one() {
 }
 
 #[test]
-#[ignore = "issue 10 item 14: fixed in a later commit"]
 fn item_14_megabyte_event_strings_are_cut_before_the_audit_log() {
     let env = Env::new(1, 1);
     let d = start(&env);
