@@ -412,12 +412,14 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// An env whose control plane listens on a port of its own, with a token.
+const TOKEN: &str = "issue-10-test-token-0123456789";
+
+/// An env whose control plane listens on a port of its own, with `TOKEN`.
 fn control_env() -> (Env, u16) {
     let mut env = Env::new(1, 1);
     let port = free_port();
     let token_file = env.root().join("token");
-    fs::write(&token_file, "issue-10-test-token-0123456789").unwrap();
+    fs::write(&token_file, TOKEN).unwrap();
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&token_file, fs::Permissions::from_mode(0o600)).unwrap();
     env.control = format!(
@@ -433,7 +435,7 @@ fn http(port: u16, method: &str, path: &str) -> (u16, String) {
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         c,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut out = String::new();
@@ -627,7 +629,6 @@ fn item_14_megabyte_event_strings_are_cut_before_the_audit_log() {
 }
 
 #[test]
-#[ignore = "issue 10 item 14: fixed in a later commit"]
 fn item_14_idle_clients_cannot_hold_every_control_slot() {
     let (env, port) = control_env();
     let d = start(&env);

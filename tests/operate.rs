@@ -654,16 +654,14 @@ fn hostile_clients_do_not_stall_the_plane() {
 fn connection_cap_answers_503_and_recovers() {
     let env = ControlEnv::new();
     let r = Running::start(&env);
-    // Fill every slot with connections that never send a byte.
+    // Fill every slot with connections that never send a byte: they cannot
+    // hold the control plane (the oldest idle one is closed to make room).
     let idle: Vec<TcpStream> = (0..control::MAX_CONNECTIONS)
         .map(|_| TcpStream::connect(r.addr).unwrap())
         .collect();
-    wait_for("a 503 when every slot is taken", T, || {
-        let (status, _) = raw(r.addr, b"GET /health HTTP/1.1\r\n\r\n");
-        status == 503
-    });
-    // The idle ones time out and free their slots.
-    wait_for("/health again", Duration::from_secs(10), || r.health_ok());
+    let t0 = Instant::now();
+    assert!(r.health_ok(), "no answer with every slot idle");
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
     drop(idle);
     // A kept-alive connection serves many requests.
     let mut s = TcpStream::connect(r.addr).unwrap();

@@ -109,12 +109,16 @@ pub(super) enum ReadHead {
 }
 
 impl Server {
-    pub(super) fn serve(&self, mut stream: TcpStream) {
+    pub(super) fn serve(&self, mut stream: TcpStream, id: u64) {
         let _ = stream.set_nodelay(true);
         let mut buf: Vec<u8> = Vec::with_capacity(1024);
         for served in 0..MAX_REQUESTS_PER_CONNECTION {
             let deadline = Instant::now() + IO_TIMEOUT;
-            let head = match self.read_head(&mut stream, &mut buf, deadline, served == 0) {
+            let head = self.read_head(&mut stream, &mut buf, deadline, served == 0);
+            if served == 0 {
+                self.settled(id);
+            }
+            let head = match head {
                 ReadHead::Head(h) => h,
                 ReadHead::Closed => return,
                 ReadHead::Fail(resp) => return finish(stream, resp, deadline),

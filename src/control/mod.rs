@@ -3,8 +3,9 @@
 //!
 //! `std::net::TcpListener` with `httparse` doing the parsing, so every limit
 //! is ours: an accept thread blocked in `accept()`, one short-lived thread
-//! per connection, at most [`MAX_CONNECTIONS`] of them (beyond: 503 and
-//! close), a request head of at most [`MAX_HEADER`] bytes and a body of at
+//! per connection, at most [`MAX_CONNECTIONS`] of them (beyond, the oldest
+//! connection that has not sent a request yet is closed to make room; 503
+//! only when every slot serves requests), a request head of at most [`MAX_HEADER`] bytes and a body of at
 //! most [`MAX_BODY`], each read within [`IO_TIMEOUT`] in total (a client
 //! sending a byte a second is cut off, not kept), writes bounded the same.
 //! Every path needs `Authorization: Bearer <token>`, compared in constant
@@ -44,7 +45,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 const MAX_HEADERS: usize = 32;
 /// Reading one request (head and body) and writing one response.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at once; beyond, 503 and close.
+/// Connections served at once (see `Server::take_slot` beyond).
 pub const MAX_CONNECTIONS: usize = 16;
 /// Requests on one kept-alive connection before it is closed.
 const MAX_REQUESTS_PER_CONNECTION: usize = 1000;
@@ -63,8 +64,57 @@ struct Server {
     ctx: Arc<Ctx>,
     token: String,
     active: AtomicUsize,
+    /// Connections that have not sent their first request yet, oldest
+    /// first: the ones given up when every slot is taken.
+    waiting: std::sync::Mutex<std::collections::VecDeque<(u64, TcpStream)>>,
+    next_id: std::sync::atomic::AtomicU64,
     stopping: AtomicBool,
     started: u64,
+}
+
+impl Server {
+    /// Takes a slot for a new connection. When all are taken, the oldest
+    /// connection that never sent a request gives its slot up (it is
+    /// closed): clients that only connect cannot hold every slot. False
+    /// when every slot is serving requests.
+    fn take_slot(&self) -> bool {
+        if self.active.fetch_add(1, Ordering::SeqCst) < MAX_CONNECTIONS {
+            return true;
+        }
+        let oldest = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front();
+        match oldest {
+            // Its thread sees the close at once and frees its slot; until
+            // then one more runs than the limit.
+            Some((_, idle)) if self.active.load(Ordering::SeqCst) <= 2 * MAX_CONNECTIONS => {
+                let _ = idle.shutdown(Shutdown::Both);
+                true
+            }
+            _ => {
+                self.active.fetch_sub(1, Ordering::SeqCst);
+                false
+            }
+        }
+    }
+
+    /// Remembers a connection as waiting for its first request.
+    fn waiting(&self, stream: &TcpStream) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Ok(clone) = stream.try_clone() {
+            let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            w.push_back((id, clone));
+        }
+        id
+    }
+
+    /// The connection sent its first request (or closed): no longer idle.
+    fn settled(&self, id: u64) {
+        let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        w.retain(|(i, _)| *i != id);
+    }
 }
 
 /// Starts the control plane when `control.listen` is set: binds, writes
@@ -102,6 +152,8 @@ pub fn start(ctx: Arc<Ctx>) -> Result<Option<JoinHandle<()>>, String> {
         ctx,
         token,
         active: AtomicUsize::new(0),
+        waiting: Default::default(),
+        next_id: Default::default(),
         stopping: AtomicBool::new(false),
         started: crate::timefmt::now_secs(),
     });
@@ -140,19 +192,19 @@ fn accept_loop(server: &Arc<Server>, listener: TcpListener) {
                 continue;
             }
         };
-        if server.active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-            server.active.fetch_sub(1, Ordering::SeqCst);
+        if !server.take_slot() {
             log::debug!("control plane: {MAX_CONNECTIONS} connections busy; 503");
             reject_busy(stream);
             continue;
         }
-        let slot = Slot(server.clone());
+        let id = server.waiting(&stream);
+        let slot = Slot(server.clone(), id);
         let spawned = std::thread::Builder::new()
             .name("control-conn".into())
             .stack_size(CONN_STACK)
             .spawn(move || {
                 let slot = slot;
-                slot.0.serve(stream);
+                slot.0.serve(stream, slot.1);
             });
         if let Err(e) = spawned {
             log::warn!("control plane: cannot start a connection thread: {e}");
@@ -160,11 +212,13 @@ fn accept_loop(server: &Arc<Server>, listener: TcpListener) {
     }
 }
 
-/// One of the `MAX_CONNECTIONS` slots; freed on drop (also on a panic).
-struct Slot(Arc<Server>);
+/// One of the `MAX_CONNECTIONS` slots and its connection's id; freed on
+/// drop (also on a panic).
+struct Slot(Arc<Server>, u64);
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.0.settled(self.1);
         self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
