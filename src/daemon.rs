@@ -244,7 +244,15 @@ pub fn reload(ctx: &Ctx, path: Option<&std::path::Path>) {
         new.tmux.socket = old.tmux.socket.clone();
     }
     log::info!("reloaded {}", new.name());
-    ctx.update(|st| st.reconcile(&new));
+    let held = ctx.update(|st| {
+        st.reconcile(&new);
+        // A new config (a fixed agent.command) gets its launches again.
+        st.start_failures = 0;
+        st.launches_paused.take()
+    });
+    if held.is_some() {
+        log::info!("launching resumed after the reload");
+    }
     ctx.set_config(new);
     crate::dispatcher::ensure_sessions(ctx);
     let _ = ctx.to_dispatcher.send(DispatchMsg::Scan);

@@ -270,7 +270,8 @@ fn candidates(ctx: &Ctx, dry_run: bool) -> (Vec<String>, Vec<Task>) {
     let cfg = ctx.config();
     let (paused, free) = {
         let st = ctx.state();
-        (st.dispatch_paused.is_some(), free_sessions(&st, &cfg))
+        let paused = st.dispatch_paused.is_some() || st.launches_paused.is_some();
+        (paused, free_sessions(&st, &cfg))
     };
     if paused || free.is_empty() {
         return (Vec::new(), Vec::new());
@@ -436,6 +437,11 @@ pub fn finish_launch(ctx: &Ctx, o: LaunchOutcome) {
         task,
         result,
     } = o;
+    let never_started = result
+        .as_ref()
+        .err()
+        .is_some_and(LaunchError::never_started);
+    count_start_failures(ctx, never_started, &result);
     let ev = match result {
         Ok(()) => {
             log::info!("{session} took {}", task.name);
@@ -450,12 +456,55 @@ pub fn finish_launch(ctx: &Ctx, o: LaunchOutcome) {
                 task: task.name,
                 reason: e.to_string(),
                 vanished: matches!(e, LaunchError::Tmux(crate::tmux::TmuxError::Gone(_))),
+                never_started,
                 terminate: matches!(e, LaunchError::NotReady { .. } | LaunchError::NotTaken),
                 rest_until: e.session_fault().then(|| now_secs() + cooldown),
             }
         }
     };
     lifecycle::handle(ctx, &session, ev);
+}
+
+/// Agents that never came up this many launches in a row hold launching:
+/// a broken agent command would otherwise keep failing launch after launch.
+pub const START_FAILURES_TO_PAUSE: u32 = 3;
+
+/// Counts launches in a row whose agent never came up; at
+/// `START_FAILURES_TO_PAUSE` launching pauses, with one notice, until a
+/// reload or a restart. Any launch whose agent came up resets the count.
+fn count_start_failures(ctx: &Ctx, never_started: bool, result: &Result<(), LaunchError>) {
+    let paused_now = ctx.update(|st| {
+        if !never_started {
+            if result.is_ok() {
+                st.start_failures = 0;
+            }
+            return None;
+        }
+        st.start_failures += 1;
+        if st.start_failures < START_FAILURES_TO_PAUSE || st.launches_paused.is_some() {
+            return None;
+        }
+        let why = format!(
+            "the agent failed to start {} times in a row (last: {})",
+            st.start_failures,
+            result
+                .as_ref()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        );
+        st.launches_paused = Some(why.clone());
+        Some(why)
+    });
+    if let Some(why) = paused_now {
+        log::error!(
+            "{why}; dispatching paused until the config is reloaded or the daemon restarts"
+        );
+        ctx.notify(Notice::new(
+            "dispatch_paused",
+            format!("{why}; dispatching paused until the config is reloaded or the daemon restarts (check agent.command)"),
+        ));
+    }
 }
 
 /// `scan`: one dispatch round in the foreground; returns what was started.

@@ -69,9 +69,13 @@ pub enum LaunchError {
     /// The guard could not be deployed: never launch unguarded.
     Guard(String),
     Tmux(TmuxError),
-    /// The agent exited before it was ready or took the message.
+    /// The agent exited before it was ready.
     Exited {
         status: Option<i32>,
+        screen: String,
+    },
+    /// The agent exited while the message was handed over.
+    ExitedTaking {
         screen: String,
     },
     /// No input line within `prompt_timeout`.
@@ -89,12 +93,18 @@ impl fmt::Display for LaunchError {
             LaunchError::Guard(e) => write!(f, "guard not deployed: {e}"),
             LaunchError::Tmux(e) => write!(f, "{e}"),
             LaunchError::Exited { status, screen } => {
+                let status = status.map_or("unknown".into(), |c| c.to_string());
                 write!(
                     f,
-                    "the agent exited (status {status:?}) before it was ready; screen: {}",
+                    "the agent exited (status {status}) before it was ready; screen: {}",
                     tail(screen)
                 )
             }
+            LaunchError::ExitedTaking { screen } => write!(
+                f,
+                "the agent exited while it was handed the message; screen: {}",
+                tail(screen)
+            ),
             LaunchError::NotReady { screen } => write!(
                 f,
                 "no prompt within the prompt timeout; screen: {}",
@@ -115,8 +125,18 @@ impl LaunchError {
             self,
             LaunchError::Tmux(_)
                 | LaunchError::Exited { .. }
+                | LaunchError::ExitedTaking { .. }
                 | LaunchError::NotReady { .. }
                 | LaunchError::NotTaken
+        )
+    }
+
+    /// The agent never came up to be handed the message: its command is
+    /// broken or missing, which is no fault of the task's.
+    pub fn never_started(&self) -> bool {
+        matches!(
+            self,
+            LaunchError::Exited { .. } | LaunchError::NotReady { .. }
         )
     }
 }
@@ -379,10 +399,7 @@ fn wait_input(
             return Ok(true);
         }
         if tmux.pane_info(session)?.dead {
-            return Err(LaunchError::Exited {
-                status: None,
-                screen,
-            });
+            return Err(LaunchError::ExitedTaking { screen });
         }
         if Instant::now() >= deadline {
             return Ok(false);

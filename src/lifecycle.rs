@@ -46,6 +46,8 @@ impl AgentId {
 pub enum Cause {
     /// Its launch failed (the project, the account or the agent).
     LaunchFailed(String),
+    /// The agent never came up to be handed it: the agent command's fault.
+    AgentNeverStarted(String),
     /// Its agent died mid-task.
     AgentDied(String),
     /// Its agent's hooks (the guard) never fired.
@@ -68,7 +70,10 @@ impl Cause {
 
     pub fn as_str(&self) -> &str {
         match self {
-            Cause::LaunchFailed(w) | Cause::AgentDied(w) | Cause::Unguarded(w) => w,
+            Cause::LaunchFailed(w)
+            | Cause::AgentNeverStarted(w)
+            | Cause::AgentDied(w)
+            | Cause::Unguarded(w) => w,
             Cause::Orphaned(w) => w,
             Cause::SessionVanished => "its tmux session disappeared",
             Cause::Recycled => "operator request",
@@ -125,6 +130,8 @@ pub enum Event {
         task: String,
         reason: String,
         vanished: bool,
+        /// The agent never came up (before the message was pasted).
+        never_started: bool,
         terminate: bool,
         rest_until: Option<u64>,
     },
@@ -341,6 +348,7 @@ pub fn step(old: &Session, ev: &Event, now: u64) -> (Session, Vec<Effect>) {
                 task,
                 reason,
                 vanished,
+                never_started,
                 terminate,
                 rest_until,
             },
@@ -357,6 +365,8 @@ pub fn step(old: &Session, ev: &Event, now: u64) -> (Session, Vec<Effect>) {
             let cause = if *vanished {
                 fx.push(Effect::Check);
                 Cause::SessionVanished
+            } else if *never_started {
+                Cause::AgentNeverStarted(reason.clone())
             } else {
                 Cause::LaunchFailed(reason.clone())
             };

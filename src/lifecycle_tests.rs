@@ -46,6 +46,7 @@ fn failed(vanished: bool) -> Event {
         task: "t.md".into(),
         reason: "no prompt".into(),
         vanished,
+        never_started: false,
         terminate: !vanished,
         rest_until: Some(99),
     }
@@ -211,6 +212,7 @@ fn the_table() {
 fn the_attempts_rule() {
     for (cause, charged) in [
         (Cause::LaunchFailed("x".into()), true),
+        (Cause::AgentNeverStarted("x".into()), false),
         (Cause::AgentDied("x".into()), true),
         (Cause::Unguarded("x".into()), true),
         (Cause::SessionVanished, false),

@@ -248,6 +248,13 @@ pub struct State {
     /// Why dispatching is paused (no usable account), and until when.
     pub dispatch_paused: Option<String>,
     pub paused_until: Option<u64>,
+    /// Why launching is held: the agent failed to start several times in
+    /// a row (its command is broken); until a reload or a restart.
+    #[serde(skip)]
+    pub launches_paused: Option<String>,
+    /// Launches in a row whose agent never came up.
+    #[serde(skip)]
+    pub start_failures: u32,
     #[serde(skip)]
     pub metrics: Metrics,
 }
@@ -403,6 +410,7 @@ impl State {
             "failover_in_progress": self.failover_in_progress,
             "last_failover": self.last_failover.map(rfc3339),
             "dispatch_paused": self.dispatch_paused,
+            "launches_paused": self.launches_paused,
             "sessions": sessions,
             "accounts": accounts,
             "projects": projects,

@@ -17,8 +17,10 @@ pub fn render(doc: &Value, now: u64) -> String {
     if doc.get("failover_in_progress").and_then(Value::as_bool) == Some(true) {
         out.push_str("   failover in progress");
     }
-    if let Some(p) = doc.get("dispatch_paused").and_then(Value::as_str) {
-        out.push_str(&format!("   dispatching paused: {p}"));
+    for key in ["dispatch_paused", "launches_paused"] {
+        if let Some(p) = doc.get(key).and_then(Value::as_str) {
+            out.push_str(&format!("   dispatching paused: {p}"));
+        }
     }
     if let Some(t) = doc.get("last_failover").and_then(Value::as_str) {
         out.push_str(&format!("   last failover: {}", since(t, now)));

@@ -518,7 +518,6 @@ fn item_12_a_project_deleted_under_a_running_task_frees_its_session() {
 }
 
 #[test]
-#[ignore = "issue 10 item 13: fixed in a later commit"]
 fn item_13_a_broken_agent_command_pauses_dispatch_instead_of_failing_tasks() {
     let mut s = Setup::new(1, 1);
     s.env.agent_command = Some("/bin/false".into());
@@ -527,7 +526,7 @@ fn item_13_a_broken_agent_command_pauses_dispatch_instead_of_failing_tasks() {
         s.env.task(0, n, "work");
     }
     wait_for("a task failed or dispatching paused", T, || {
-        !s.env.files(0, "failed").is_empty() || d.ctx.state().dispatch_paused.is_some()
+        !s.env.files(0, "failed").is_empty() || d.ctx.state().launches_paused.is_some()
     });
     assert!(
         s.env.files(0, "failed").is_empty(),
