@@ -164,19 +164,15 @@ fn cooldown_end(ctx: &Ctx) -> Option<Instant> {
 fn discover(ctx: &Ctx, watch: Option<&mut FsWatch>, watched_root: &mut Option<PathBuf>) {
     let cfg = ctx.config();
     let Some(watch) = watch else { return };
-    for p in &cfg.projects {
-        let inbox = Queue::new(p).inbox();
-        if !inbox.is_dir() {
+    for p in cfg.project_list() {
+        let inbox = Queue::new(&p).inbox();
+        // A project folder that is gone (removed under a running task) is
+        // not made again: only its missing inbox is.
+        if p.is_dir() && !inbox.is_dir() {
             if let Err(e) = std::fs::create_dir_all(&inbox) {
                 log::warn!("cannot create {}: {e}", inbox.display());
                 continue;
             }
-        }
-    }
-    for p in cfg.project_list() {
-        let inbox = Queue::new(&p).inbox();
-        if !inbox.is_dir() {
-            let _ = std::fs::create_dir_all(&inbox);
         }
         if !watch.is_watched(&inbox) {
             if let Err(e) = watch.watch(&inbox) {

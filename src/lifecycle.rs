@@ -141,6 +141,8 @@ pub enum Event {
     Unguarded(String),
     /// Too many guard blocks: the task fails, the agent stops.
     Breaker(String),
+    /// The task's project was removed under it: the agent stops.
+    ProjectGone(String),
     /// The mover begins moving the session.
     MoveBegin(Move),
     /// The old agent could not be stopped: the session stays where it was.
@@ -174,8 +176,8 @@ pub enum Effect {
     Fail(TaskRef, String),
     /// A notice about the session.
     Report(&'static str, String),
-    /// The launch-unguarded notice (with the task's name).
-    ReportUnguarded(String, String),
+    /// A notice about the session's task: its kind, the task, the text.
+    ReportTask(&'static str, String, String),
     /// The session is free: tell the dispatcher.
     Free,
     /// The session is at a usage limit: tell the switcher.
@@ -382,7 +384,11 @@ pub fn step(old: &Session, ev: &Event, now: u64) -> (Session, Vec<Effect>) {
         }
         (_, Event::Unguarded(why)) if has_task => {
             let t = s.task.take().expect("has a task");
-            fx.push(Effect::ReportUnguarded(t.name.clone(), why.clone()));
+            fx.push(Effect::ReportTask(
+                "launch_unguarded",
+                t.name.clone(),
+                format!("{why}; stopping it"),
+            ));
             fx.push(Effect::GiveBack(t, Cause::Unguarded(why.clone())));
             enter(&mut s, Stopping, now);
             fx.push(Effect::StopAgent);
@@ -393,6 +399,13 @@ pub fn step(old: &Session, ev: &Event, now: u64) -> (Session, Vec<Effect>) {
                 fx.push(Effect::Fail(t, why.clone()));
             }
             s.recent_blocks.clear();
+            s.moving = None;
+            enter(&mut s, Stopping, now);
+            fx.push(Effect::StopAgent);
+        }
+        (Working | WaitingInput | Limited, Event::ProjectGone(why)) if has_task => {
+            let t = s.task.take().expect("has a task");
+            fx.push(Effect::ReportTask("task_failed", t.name, why.clone()));
             s.moving = None;
             enter(&mut s, Stopping, now);
             fx.push(Effect::StopAgent);
@@ -550,8 +563,8 @@ pub fn perform(ctx: &Ctx, s: &Session, effects: Vec<Effect>) {
             Effect::Report(event, msg) => {
                 ctx.notify(Notice::new(event, format!("{name}: {msg}")).field("session", name))
             }
-            Effect::ReportUnguarded(task, why) => ctx.notify(
-                Notice::new("launch_unguarded", format!("{name}: {why}; stopping it"))
+            Effect::ReportTask(event, task, msg) => ctx.notify(
+                Notice::new(event, format!("{name}: {msg}"))
                     .field("session", name)
                     .field("task", task),
             ),

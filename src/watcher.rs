@@ -144,6 +144,10 @@ impl Watcher {
                 handle(ctx, &s.name, Event::SessionPresent);
             }
             self.check_pane(ctx, &s, pane, now);
+            if let Some(why) = project_gone(&s) {
+                handle(ctx, &s.name, Event::ProjectGone(why));
+                continue;
+            }
             if s.state == SessionState::Working && !s.reported {
                 let stuck = cfg.watcher.stuck_after.get().as_secs();
                 if now.saturating_sub(s.since) >= stuck {
@@ -238,6 +242,21 @@ impl Watcher {
             handle(ctx, &s.name, Event::TurnDone);
         }
     }
+}
+
+/// A running task whose project folder was removed: there is nowhere to
+/// finish it.
+fn project_gone(s: &Session) -> Option<String> {
+    use SessionState::*;
+    let t = s.task.as_ref()?;
+    let running = matches!(s.state, Working | WaitingInput | Limited);
+    (running && !t.project.is_dir()).then(|| {
+        format!(
+            "the project {} was removed while {} ran",
+            t.project.display(),
+            t.name
+        )
+    })
 }
 
 /// `.agent-queue/status.json` written after the launch says `idle`.

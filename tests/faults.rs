@@ -493,7 +493,6 @@ fn item_11_an_account_without_readable_credentials_is_never_a_target() {
 }
 
 #[test]
-#[ignore = "issue 10 item 12: fixed in a later commit"]
 fn item_12_a_project_deleted_under_a_running_task_frees_its_session() {
     let s = Setup::new(1, 1);
     let d = s.start();
