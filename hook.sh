@@ -439,7 +439,31 @@ cf_norm() {
 		done
 		p="/${st[*]}"
 	fi
+	case $p in
+	/proc/*/root | /proc/*/root/*)
+		p=/${p#/proc/*/root}
+		p=${p//\/\///}
+		[[ $p == / ]] || p=${p%/}
+		;;
+	/proc/*/cwd | /proc/*/cwd/*) p=$CF_CWD${p#/proc/*/cwd} ;;
+	esac
+	((${#CF_LINKS[@]})) && cf_unlink "$p" && p=$REPLY
 	REPLY=$p
+}
+
+# cf_unlink ABSPATH -> REPLY: through the symbolic links made earlier in this command.
+cf_unlink() {
+	local l
+	for l in "${!CF_LINKS[@]}"; do
+		if [[ $1 == "$l" ]]; then
+			REPLY=${CF_LINKS[$l]}
+			return 0
+		elif [[ $1 == "$l"/* ]]; then
+			REPLY=${CF_LINKS[$l]}${1#"$l"}
+			return 0
+		fi
+	done
+	return 1
 }
 
 # cf_prot ABSPATH: a path that no agent may write, move, link, chmod or remove.
@@ -450,13 +474,50 @@ cf_prot() {
 	/etc/sudoers* | /etc/systemd | /etc/systemd/* | /usr/lib/systemd/* | /lib/systemd/*) return 0 ;;
 	/etc/profile | /etc/profile.d | /etc/profile.d/* | /etc/bash.bashrc | /etc/bashrc | /etc/zshrc | /etc/zsh/* | /etc/zprofile | /etc/zshenv | /etc/zlogin | /etc/environment) return 0 ;;
 	/etc/cron* | /var/spool/cron | /var/spool/cron/* | /etc/claude-code/* | /etc/ld.so.preload) return 0 ;;
-	"$CF_HOME"/*)
-		case ${1#"$CF_HOME"/} in
-		.bashrc | .zshrc | .profile | .bash_profile | .bash_login | .bash_logout | .zprofile | .zshenv | .zlogin | .zlogout | .kshrc | .mkshrc | .cshrc | .tcshrc | .config/fish/config.fish | .config/systemd/user/* | .config/autostart/*) return 0 ;;
-		esac
-		;;
+	/usr/local/lib/systemd/* | /run/systemd/* | /etc/init.d/* | /etc/rc.local | /etc/xdg/autostart/* | /etc/update-motd.d/* | /etc/pam.d/* | /etc/ssh/sshd_config*) return 0 ;;
+	esac
+	local rel=''
+	case $1 in
+	"$CF_HOME"/*) rel=${1#"$CF_HOME"/} ;;
+	/root/*) rel=${1#/root/} ;;
+	/home/*/*) rel=${1#/home/*/} ;; # any user's startup files, not only ours
+	*) return 1 ;;
+	esac
+	case $rel in
+	.bashrc | .zshrc | .profile | .bash_profile | .bash_login | .bash_logout | .bash_aliases | .bashrc.d | .bashrc.d/* | .zshrc.d | .zshrc.d/* | .zprofile | .zshenv | .zlogin | .zlogout | .kshrc | .mkshrc | .cshrc | .tcshrc | .inputrc | .pam_environment | .xprofile | .xsessionrc | .ssh/authorized_keys* | .ssh/rc | .ssh/config) return 0 ;;
+	.config/fish/config.fish | .config/fish/conf.d | .config/fish/conf.d/* | .config/fish/functions/* | .config/systemd/user/* | .config/autostart/* | .config/environment.d/*) return 0 ;;
 	esac
 	return 1
+}
+
+# cf_holds_prot ABSPATH: removing or moving ABSPATH takes protected files with it
+# (rm -rf ~/.ssh, mv ~/.config x, rm -r .claude's parent).
+cf_holds_prot() {
+	local rel
+	case $1 in
+	/etc/ssh | /etc/pam.d | /etc/xdg | /etc/xdg/autostart | /etc/update-motd.d | /etc/init.d | /usr/local/lib | /usr/local/lib/systemd | /run/systemd | /var/spool) return 0 ;;
+	"$CF_HOME"/*) rel=${1#"$CF_HOME"/} ;;
+	/root/*) rel=${1#/root/} ;;
+	/home/*/*) rel=${1#/home/*/} ;;
+	*) return 1 ;;
+	esac
+	case $rel in
+	.ssh | .config | .config/fish | .config/fish/conf.d | .config/fish/functions | .config/systemd | .config/systemd/user | .config/autostart | .config/environment.d | .bashrc.d | .zshrc.d) return 0 ;;
+	esac
+	return 1
+}
+
+# cf_check_remove WORD HOW: WORD is removed or moved away.
+cf_check_remove() {
+	cf_check_write "$1" "$2"
+	cf_unknown "$1" && return 0
+	cf_norm "$1"
+	[[ $REPLY == *[*?[]* ]] && return 0
+	if cf_holds_prot "$REPLY"; then
+		local d=$REPLY
+		cf_what
+		cf_block protected-write "$REPLY" "$2 $d takes protected files with it (SSH keys, shell startup files, Claude Code settings or hooks, system units)" "remove or move only the files you created inside the project"
+	fi
 }
 
 
@@ -639,7 +700,10 @@ esac
 # command are kept small; the large ones run once per command at most.
 
 CF_SKEL='' CF_NFETCH=0 CF_DEPTH=0 CF_SQL=0 CF_SAWDB=0
-CF_IN_FETCH=0 CF_IN_DAH=0
+CF_IN_FETCH=0 CF_IN_DAH=0 CF_IN_TEXT='' CF_SUBOUT=''
+declare -A CF_FETCHED=() CF_ALIAS=() CF_LINKS=()
+declare -a CF_POS=()
+CF_HAVEPOS=0
 CF_S_FETCH=0 CF_S_STDIN='' CF_S_WRITES=0 CF_S_DAH=0
 declare -A CF_VARS=()
 CF_WPAT=$'[ \t\n;&|()<>\'"\\\\$`]*'
@@ -648,7 +712,7 @@ CF_RE_FORK1='(^|[ ;&|])([^ ]+) \( \) \{ \2 \| \2 &'
 CF_RE_FORK2='function ([^ ]+) (\( \) )?\{ \1 \| \1 &'
 CF_RE_WW='[+=][^-+=]*w'
 # programs worth a full look (the rest is skipped: see cf_endcmd)
-CF_LOOK="$CF_TRIGS git sh bash dash zsh ksh mksh ash yash fish csh tcsh rbash python python2 python3 pypy pypy3 node nodejs deno bun perl ruby php lua Rscript tclsh wish osascript jshell groovy pwsh . cd pushd ! { } if then else elif do while until fi done esac builtin nohup unbuffer chronic nocache catchsegv stdbuf ionice setsid chroot time nice timeout command "
+CF_LOOK="$CF_TRIGS export declare typeset readonly local read for select set alias at batch awk gawk mawk nawk taskset systemd-run parallel script tmux screen npx bunx pnpx pnpm yarn docker podman nerdctl cryptsetup machinectl lvremove vgremove pvremove zpool zfs mdadm nvme hdparm badblocks sg_format git sh bash dash zsh ksh mksh ash yash fish csh tcsh rbash python python2 python3 pypy pypy3 node nodejs deno bun perl ruby php lua Rscript tclsh wish osascript jshell groovy pwsh . cd pushd ! { } if then else elif do while until fi done esac builtin nohup unbuffer chronic nocache catchsegv stdbuf ionice setsid chroot time nice timeout command "
 CF_WRAPS=' ! { } if then else elif do while until fi done esac builtin nohup unbuffer chronic nocache catchsegv busybox stdbuf ionice setsid chroot exec time nice timeout env command xargs flock sudo doas pkexec run0 watch '
 
 # cf_prot_glob ABSGLOB: could the glob name a protected path?
@@ -672,6 +736,9 @@ cf_prot_glob() {
 cf_blockdev() {
 	case $1 in
 	/dev/sd* | /dev/hd* | /dev/vd* | /dev/xvd* | /dev/nvme* | /dev/mmcblk* | /dev/disk* | /dev/md* | /dev/dm-* | /dev/mapper/* | /dev/loop* | /dev/nbd* | /dev/rbd* | /dev/sr* | /dev/mtd*) return 0 ;;
+	/dev/block/* | /dev/root | /dev/zd* | /dev/bcache* | /dev/ram* | /dev/ubi* | /dev/sg[0-9]* | /dev/mem | /dev/kmem | /dev/port | /dev/drbd* | /dev/zvol/*) return 0 ;;
+	/dev/fd/* | /dev/pts/* | /dev/shm/* | /dev/mqueue/* | /dev/net/* | /dev/input/* | /dev/snd/* | /dev/dri/* | /dev/char/* | /dev/bus/* | /dev/hugepages/* | /dev/usb/* | /dev/v4l/* | /dev/serial/* | /dev/cpu/*) ;;
+	/dev/*/*) return 0 ;; # LVM volumes (/dev/VG/LV) and other disks by name
 	esac
 	return 1
 }
@@ -710,6 +777,7 @@ cf_rootdir() {
 	/usr/bin | /usr/sbin | /usr/lib | /usr/lib64 | /usr/local | /usr/share | /usr/include | /var/lib | /var/log) return 0 ;;
 	esac
 	[[ $1 == "$CF_HOME" || $CF_HOME == "$1"/* ]] && return 0
+	[[ $1 == /home/* && $1 != /home/*/* ]] && return 0 # another user's home (~bob)
 	if [[ -n $CF_PROJ ]]; then
 		[[ $CF_PROJ == "$1"/* ]] && return 0
 		[[ -z $2 && $CF_PROJ == "$1" ]] && return 0
@@ -796,7 +864,7 @@ cf_var() {
 	case $1 in
 	HOME) REPLY=$CF_HOME ;;
 	PWD) REPLY=$CF_CWD ;;
-	IFS) REPLY=' ' ;;
+	IFS) REPLY=${CF_VARS[IFS]-' '} ;;
 	CLAUDE_PROJECT_DIR) REPLY=${CLAUDE_PROJECT_DIR-} ;;
 	*)
 		[[ -n ${CF_VARS[$1]+x} ]] || return 1
@@ -807,10 +875,57 @@ cf_var() {
 }
 
 # cf_subst: rest starts after "$(" or "<(": lex up to the matching ")".
-cf_subst() {
-	local n=$CF_NFETCH
+# A $(echo …) or $(printf …) of literal text is that text; <(…) and >(…) stay unknown
+# (\x04) but carry it after \x0b, and mark a shell reading its stdin with \x0c.
+cf_subst() { # $1: psub for <( and >(
+	local n=$CF_NFETCH save=$rest inner
+	CF_SUBOUT=''
 	cf_lex_core 1
-	if ((CF_NFETCH > n)); then WV+=$'\x03'; else WV+=$'\x04'; fi
+	if ((CF_NFETCH > n)); then
+		WV+=$'\x03'
+	elif [[ $1 != psub && -n $CF_SUBOUT ]]; then
+		inner=$CF_SUBOUT
+		while [[ $inner == *$'\n' ]]; do inner=${inner%$'\n'}; done
+		WV+=$inner
+		WX=1
+	else
+		WV+=$'\x04'
+		if [[ $1 == psub ]]; then
+			inner=${save:0:${#save}-${#rest}}
+			[[ -n $CF_SUBOUT ]] && WV+=$'\x0b'$CF_SUBOUT
+			[[ $inner =~ ^[[:space:]]*(sudo[[:space:]]+)?([^[:space:]]*/)?(ba|da|z|k|mk)?sh[[:space:]]*\)$ ]] && WV+=$'\x0c'
+		fi
+	fi
+	CF_SUBOUT=''
+}
+
+# cf_outtext -> REPLY: what the echo, printf or cat <<< in W prints, when it is literal.
+cf_outtext() {
+	local -a a=("${W[@]:1}")
+	local r
+	case ${W[0]##*/} in
+	echo)
+		while [[ ${a[0]} == -[neE]* && ${a[0]} != *[!-neE]* ]]; do a=("${a[@]:1}"); done
+		local IFS=' '
+		REPLY="${a[*]}"
+		;;
+	printf)
+		[[ ${a[0]} == -- ]] && a=("${a[@]:1}")
+		((${#a[@]})) || return 1
+		[[ ${a[0]} == -* || ${a[0]} =~ %[-+#0\ ]*[0-9]{4} ]] && return 1
+		# shellcheck disable=SC2059 # the format is the command's own, run by printf only
+		printf -v REPLY -- "${a[0]}" "${a[@]:1}" 2>/dev/null || return 1
+		;;
+	cat)
+		REPLY=''
+		for r in "${R[@]}"; do
+			[[ ${r%%$'\x1f'*} == '<<<' ]] && REPLY=${r#*$'\x1f'}
+		done
+		[[ -n $REPLY ]] || return 1
+		;;
+	*) return 1 ;;
+	esac
+	[[ $REPLY != *[$'\x03\x04']* ]]
 }
 
 cf_arith() { # rest starts with "((": skip to the matching "))"
@@ -862,7 +977,10 @@ cf_dollar() { # rest starts with $ ; $1=1 inside double quotes
 			cf_subst
 		fi
 		;;
-	'{') cf_brace ;;
+	'{')
+		cf_brace
+		[[ $1 == 1 ]] && WX=0
+		;;
 	\')
 		if [[ $1 == 1 ]]; then
 			WV+='$'
@@ -880,8 +998,24 @@ cf_dollar() { # rest starts with $ ; $1=1 inside double quotes
 		nm=${nm%%[!A-Za-z0-9_]*}
 		rest=${rest:${#nm}+1}
 		if cf_var "$nm"; then WV+=$REPLY; else WV+="\$$nm"; fi
+		[[ $1 == 1 ]] || WX=1
 		;;
-	[0-9@*#?$!-])
+	[0-9@*])
+		nm=${rest:1:1}
+		rest=${rest:2}
+		if ((!CF_HAVEPOS)); then
+			WV+="\$$nm"
+		elif [[ $nm == [0-9] ]]; then
+			WV+=${CF_POS[nm]}
+			[[ $1 == 1 ]] || WX=1
+		else
+			local IFS=$'\x06'
+			[[ $1 == 1 && $nm == @ ]] || IFS=' '
+			WV+="${CF_POS[*]:1}"
+			[[ $1 == 1 ]] || WX=1
+		fi
+		;;
+	[#?$!-])
 		WV+=${rest:0:2}
 		rest=${rest:2}
 		;;
@@ -901,7 +1035,35 @@ cf_brace() { # rest starts with ${
 		return
 	fi
 	[[ $nm == *'$('* || $nm == *'`'* ]] && cf_scan_subs "$nm"
+	cf_param "$nm" && return
 	WV+="\${$nm}"
+}
+
+# cf_param TEXT: ${NAME<op>WORD} with a literal WORD: ${HOME:?}, ${X:-/}, ${HOME%/}.
+# A known NAME gives its value (trimmed for % and #); an unknown one its default.
+cf_param() {
+	local re='^([A-Za-z_][A-Za-z0-9_]*|[0-9])(:?[-=?+]|%%?|##?)(.*)$' nm op w v
+	[[ $1 =~ $re ]] || return 1
+	nm=${BASH_REMATCH[1]} op=${BASH_REMATCH[2]} w=${BASH_REMATCH[3]}
+	[[ $w == *[\$\`\'\"]* ]] && return 1
+	if cf_var "$nm"; then
+		v=$REPLY
+		# shellcheck disable=SC2295 # WORD is a pattern, as in the shell
+	case $op in
+		%) v=${v%$w} ;;
+		%%) v=${v%%$w} ;;
+		'#') v=${v#$w} ;;
+		'##') v=${v##$w} ;;
+		*+) v=$w ;;
+		esac
+	else
+		case $op in
+		*[-=]) v=$w ;;
+		*) return 1 ;;
+		esac
+	fi
+	WV+=$v
+	WX=1
 }
 
 cf_ansi() { # rest starts with $'
@@ -957,19 +1119,31 @@ cf_dq() { # rest starts with "
 	done
 }
 
-cf_tilde() { # seg starts with ~ at the start of an unquoted word
+cf_tilde() { # seg starts with ~ at the start of an unquoted word (or after NAME=)
+	local pre='' u
+	if [[ $seg == [A-Za-z_]*=~* ]]; then
+		pre=${seg%%=*}=
+		seg=${seg#*=}
+	fi
 	# shellcheck disable=SC2088 # expanding the tilde by hand
 	case $seg in
 	'~' | '~/'*) seg=$CF_HOME${seg:1} ;;
 	'~root' | '~root/'*) seg=/root${seg:5} ;;
 	'~+' | '~+/'*) seg=$CF_CWD${seg:2} ;;
+	'~-' | '~-/'*) ;;
+	'~'[A-Za-z_]*)
+		u=${seg:1}
+		u=${u%%/*}
+		[[ $u == *[!A-Za-z0-9._-]* ]] || seg=/home/$u${seg:${#u}+1}
+		;;
 	esac
+	seg=$pre$seg
 }
 
 # cf_word: one word from $rest -> WV (value), WQ (1 when any part was quoted)
 cf_word() {
 	local seg
-	WV='' WQ=0
+	WV='' WQ=0 WX=0
 	while [[ -n $rest ]]; do
 		((++CF_TICK & 31)) || cf_clock
 		((CF_OVER)) && break
@@ -977,7 +1151,7 @@ cf_word() {
 		seg=${rest%%$CF_WPAT}
 		if [[ -n $seg ]]; then
 			rest=${rest:${#seg}}
-			[[ $seg == '~'* && -z $WV && $WQ == 0 ]] && cf_tilde
+			[[ ($seg == '~'* || $seg == [A-Za-z_]*=~*) && -z $WV && $WQ == 0 ]] && cf_tilde
 			WV+=$seg
 			continue
 		fi
@@ -1000,7 +1174,7 @@ cf_word() {
 		'<' | '>')
 			[[ -z $WV && $WQ == 0 && ${rest:1:1} == '(' ]] || return
 			rest=${rest:2}
-			cf_subst
+			cf_subst psub
 			;;
 		*) return ;;
 		esac
@@ -1067,7 +1241,7 @@ cf_lex_string() {
 # SUB=1: inside $( ) or <( ): stop after the matching ")".
 cf_lex_core() {
 	local -a W=() R=() HDD=() HDQ=() HDS=() HDC=() HDW=() HDP=() PLSH=()
-	local pipefetch=0 pipedah=0 inpipe=0 pl=0 hdmark=0 pd=0 op WV WQ
+	local pipefetch=0 pipedah=0 inpipe=0 pl=0 hdmark=0 pd=0 op WV WQ WX pipetext='' ncmd=0 lastout=''
 	local CF_S_FETCH=0 CF_S_STDIN='' CF_S_WRITES=0 CF_S_DAH=0 CF_IN_FETCH=0 CF_IN_DAH=0
 	local orig=$rest olen=${#rest} cs=${#rest} ps=${#rest}
 	if ((++CF_DEPTH > 12)); then
@@ -1151,6 +1325,7 @@ cf_lex_core() {
 	cf_endcmd seq ''
 	cf_heredocs
 	((CF_DEPTH--))
+	if [[ $1 == 1 ]] && ((ncmd == 1)); then CF_SUBOUT=$lastout; else CF_SUBOUT=''; fi
 }
 
 cf_addword() {
@@ -1158,10 +1333,28 @@ cf_addword() {
 	if [[ $WQ == 0 && ${rest:0:1} == [\<\>] ]] && [[ $WV =~ ^[0-9]+$ || $WV =~ ^\{[A-Za-z_][A-Za-z0-9_]*\}$ ]]; then
 		return # a file descriptor before a redirection
 	fi
-	if [[ $WQ == 0 && $WV == *' '* ]]; then
-		# an unquoted $IFS splits the word
+	if [[ $WV == *$'\x06'* ]]; then # "$@"
 		local -a parts
-		local IFS=' '
+		local IFS=$'\x06'
+		# shellcheck disable=SC2206 # split on purpose; globbing is off (set -f)
+		parts=($WV)
+		W+=("${parts[@]}")
+		CF_SKEL+=' Q'
+		return
+	fi
+	if [[ $WQ == 0 && $WV == *[{}]* && $WV != *'${'* && $WV =~ \{[^{}]*(,|\.\.)[^{}]*\} ]]; then
+		local -a BX=()
+		cf_bexp "$WV"
+		W+=("${BX[@]}")
+		CF_SKEL+=" ${BX[*]}"
+		return
+	fi
+	local ifs=${CF_VARS[IFS]-$' \t\n'}
+	if [[ $WQ == 0 && ( $WV == *' '* || ($WX == 1 && -n $ifs && $WV == *["$ifs"]*) ) ]]; then
+		# an unquoted $IFS (or a variable that holds IFS characters) splits the word
+		local -a parts
+		local IFS=$' \t\n'
+		((WX)) && IFS=$ifs
 		# shellcheck disable=SC2206 # split on purpose; globbing is off (set -f)
 		parts=($WV)
 		W+=("${parts[@]}")
@@ -1172,6 +1365,33 @@ cf_addword() {
 		W+=("$WV")
 		if [[ $WQ == 0 ]]; then CF_SKEL+=" $WV"; else CF_SKEL+=' Q'; fi
 	fi
+}
+
+# cf_bexp WORD: brace expansion ({rm,-rf,/}, /{etc,usr}, {1..3}) into BX, at most 64 words.
+cf_bexp() {
+	local w=$1 pre mid post alt re='^([^{]*)\{([^{}]*)\}(.*)$' a b
+	local -a alts
+	((${#BX[@]} >= 64)) && return 0
+	if [[ ! $w =~ $re ]]; then
+		BX+=("$w")
+		return 0
+	fi
+	pre=${BASH_REMATCH[1]} mid=${BASH_REMATCH[2]} post=${BASH_REMATCH[3]}
+	if [[ $mid =~ ^(-?[0-9]{1,4})\.\.(-?[0-9]{1,4})$ ]]; then
+		a=${BASH_REMATCH[1]} b=${BASH_REMATCH[2]}
+		((a - b > 63 || b - a > 63)) && b=$a
+		for ((; a != b; a += (a < b ? 1 : -1))); do alts+=("$a"); done
+		alts+=("$b")
+	elif [[ $mid == *,* ]]; then
+		local IFS=,
+		# shellcheck disable=SC2206 # split on commas on purpose; globbing is off (set -f)
+		alts=($mid)
+		[[ $mid == *, ]] && alts+=('')
+	else
+		BX+=("$w") # {x}: no expansion here
+		return 0
+	fi
+	for alt in "${alts[@]}"; do cf_bexp "$pre$alt$post"; done
 }
 
 cf_redir() { # rest starts with a redirection operator
@@ -1204,11 +1424,18 @@ cf_redir() { # rest starts with a redirection operator
 
 # cf_endcmd pipe|seq SKEL: a simple command ends here; judge it.
 cf_endcmd() {
-	local p0
+	local p0 ptext=$pipetext
+	pipetext=''
 	if ((${#W[@]} + ${#R[@]})); then
+		((ncmd++))
 		p0=${W[0]##*/}
-		if ((${#R[@]} || CF_SQL || pipedah)) || [[ $CF_LOOK == *" $p0 "* || $p0 == *=* || $p0 == python* || $p0 == pypy* || $p0 == lua* || $p0 == mkfs* || $p0 == mke2fs* || $p0 == *[$'\x03\x04']* || "${W[*]}" == *disableAllHooks* ]]; then
-			CF_IN_FETCH=$pipefetch CF_IN_DAH=$pipedah
+		lastout=''
+		if [[ $p0 == echo || $p0 == printf || $p0 == cat ]] && cf_outtext; then
+			lastout=$REPLY
+			[[ $1 == pipe ]] && pipetext=$REPLY
+		fi
+		if ((${#R[@]} || CF_SQL || pipedah || ${#CF_ALIAS[@]} || ${#CF_FETCHED[@]})) || [[ -n $ptext ]] || [[ $CF_LOOK == *" $p0 "* || ${W[0]} == [A-Za-z_]*=* || $p0 == *'$'* || $p0 == mk* || $p0 == python* || $p0 == pypy* || $p0 == lua* || $p0 == mkfs* || $p0 == mke2fs* || $p0 == *[$'\x03\x04']* || "${W[*]}" == *disableAllHooks* ]]; then
+			CF_IN_FETCH=$pipefetch CF_IN_DAH=$pipedah CF_IN_TEXT=$ptext
 			CF_RAW=${orig:olen-cs:cs-${#rest}}
 			CF_PRAW=${orig:olen-ps:ps-${#rest}}
 			cf_simple
@@ -1332,7 +1559,12 @@ cf_simple() {
 	if [[ ${W[0]} == [A-Za-z_]*=* ]]; then
 		cf_assigns || return 0
 	fi
-	while ((i < n)) && [[ $CF_WRAPS == *" ${W[i]##*/} "* ]]; do
+	while ((i < n)); do
+		if [[ -n ${CF_ALIAS[${W[i]}]+x} ]]; then
+			cf_split_into "${CF_ALIAS[${W[i]}]}" "$i" 1
+			unset "CF_ALIAS[${W[i]}]" # an alias is not expanded inside itself
+		fi
+		[[ $CF_WRAPS == *" ${W[i]##*/} "* ]] || break
 		cf_unwrap || return 0
 	done
 	if ((i >= n)); then
@@ -1340,12 +1572,24 @@ cf_simple() {
 		return 0
 	fi
 	p=${W[i]##*/}
+	if [[ $p == *'$'* ]]; then
+		# an unknown variable in the program name may be empty: r${NOPE}m is rm
+		while [[ $p =~ \$(\{[^}]*\}|[A-Za-z_][A-Za-z0-9_]*|[0-9@*#?!$-]) ]]; do
+			p=${p/"${BASH_REMATCH[0]}"/}
+		done
+	fi
+	cf_ranfetched "${W[i]}"
 	A=("${W[@]:i+1}")
+	if [[ "${W[*]} ${R[*]}" == *$'\x0c'* ]]; then
+		# output into >(bash): the program is what this command prints
+		if cf_outtext; then cf_lex_string "$REPLY"; elif [[ -n $CF_IN_TEXT ]]; then cf_lex_string "$CF_IN_TEXT"; fi
+	fi
 	[[ "${W[*]} ${R[*]}" == *disableAllHooks* ]] && cf_dah
 	((CF_IN_DAH)) && cf_dah
 	((CF_SQL && !CF_SAWDB)) && cf_dbseen
 	case $p in
 	sh | bash | dash | zsh | ksh | mksh | ash | yash | fish | csh | tcsh | rbash) cf_shell ;;
+	export | declare | typeset | readonly | local | read | for | select | set | alias) cf_setvars ;;
 	eval) cf_eval_text "${A[*]}" ;;
 	source | .) cf_source ;;
 	python* | pypy* | node | nodejs | deno | bun | perl | ruby | php | lua* | Rscript | tclsh | wish | osascript | jshell | groovy | pwsh) cf_interp ;;
@@ -1423,6 +1667,88 @@ cf_redirs() {
 	done
 }
 
+# cf_pick WORD... -> REPLY: the value a loop or a read may take that is most dangerous
+# (a root, system or home path, a protected file or a disk), else the first.
+cf_pick() {
+	local w
+	REPLY=$1
+	for w in "$@"; do
+		cf_unknown "$w" && continue
+		if cf_rootish "$w" || cf_sysish "$w" || { cf_norm "$w" && { cf_prot "$REPLY" || cf_blockdev "$REPLY"; }; }; then
+			REPLY=$w
+			return 0
+		fi
+		REPLY=$1
+	done
+	return 0
+}
+
+# cf_setvars: export/declare/readonly/local NAME=value, read NAME <<< word, for NAME in
+# words, set -- words, alias NAME=value: values later words of this command may use.
+cf_setvars() {
+	local w nm r txt
+	local -a vals
+	case $p in
+	for | select)
+		nm=${A[0]}
+		[[ ${A[1]} == in && $nm =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || return 0
+		vals=("${A[@]:2}")
+		[[ ${vals[${#vals[@]} - 1]} == 'do' ]] && unset "vals[$((${#vals[@]} - 1))]"
+		((${#vals[@]})) || return 0
+		cf_pick "${vals[@]}"
+		cf_setvar "$nm" "$REPLY"
+		;;
+	read)
+		txt=$CF_IN_TEXT
+		for r in "${R[@]}"; do
+			[[ ${r%%$'\x1f'*} == '<<<' ]] && txt=${r#*$'\x1f'}
+		done
+		[[ -n $txt ]] || return 0
+		vals=()
+		for w in "${A[@]}"; do
+			[[ $w == -* ]] || vals+=("$w")
+		done
+		((${#vals[@]})) || return 0
+		if ((${#vals[@]} == 1)); then
+			cf_setvar "${vals[0]}" "$txt"
+		else
+			local IFS=$' \t\n'
+			local -a parts
+			# shellcheck disable=SC2206 # split on purpose; globbing is off (set -f)
+			parts=($txt)
+			cf_pick "${parts[@]}"
+			for w in "${vals[@]}"; do cf_setvar "$w" "$REPLY"; done
+		fi
+		;;
+	set)
+		[[ ${A[0]} == -- ]] || return 0
+		CF_POS=(set "${A[@]:1}")
+		CF_HAVEPOS=1
+		;;
+	alias)
+		for w in "${A[@]}"; do
+			[[ $w == [A-Za-z_]*=* ]] && CF_ALIAS[${w%%=*}]=${w#*=}
+		done
+		;;
+	*)
+		for w in "${A[@]}"; do
+			[[ $w == [A-Za-z_]*=* ]] || continue
+			cf_setvar "${w%%=*}" "${w#*=}"
+		done
+		;;
+	esac
+	return 0
+}
+
+cf_setvar() { # NAME VALUE
+	[[ $1 =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || return 0
+	if cf_unknown "$2"; then
+		unset "CF_VARS[$1]"
+	else
+		CF_VARS[$1]=$2
+	fi
+}
+
 # cf_assigns: leading NAME=value words. Returns 1 (and records them) when there is
 # nothing else; sets i past them otherwise.
 cf_assigns() {
@@ -1437,12 +1763,7 @@ cf_assigns() {
 	done
 	((i < n)) && return 0
 	for w in "${W[@]}"; do
-		nm=${w%%=*}
-		if [[ $w == *[$'\x03\x04']* ]]; then
-			unset "CF_VARS[$nm]"
-		else
-			CF_VARS[$nm]=${w#*=}
-		fi
+		cf_setvar "${w%%=*}" "${w#*=}"
 	done
 	return 1
 }
@@ -1463,6 +1784,7 @@ cf_unwrap() {
 			((i++))
 		done
 		[[ $wp == timeout ]] && ((i++))
+		[[ $wp == xargs ]] && cf_xargs_input
 		;;
 	env)
 		while ((i < n)); do
@@ -1519,6 +1841,28 @@ cf_unwrap() {
 	sudo) cf_sudo || return 1 ;;
 	esac
 	return 0
+}
+
+# cf_xargs_input: literal input of xargs (echo / | xargs rm -rf, xargs rm <<< /) joins
+# its command's words, or replaces {} under -I.
+cf_xargs_input() {
+	local txt=$CF_IN_TEXT r j
+	local -a in
+	for r in "${R[@]}"; do
+		[[ ${r%%$'\x1f'*} == '<<<' ]] && txt=${r#*$'\x1f'}
+	done
+	[[ -n $txt ]] || return 0
+	local IFS=$' \t\n'
+	# shellcheck disable=SC2206 # split on purpose; globbing is off (set -f)
+	in=($txt)
+	if [[ " ${W[*]:0:i} " == *' -I '* ]]; then
+		for ((j = i; j < n; j++)); do
+			[[ ${W[j]} == *'{}'* ]] && W[j]=${W[j]//'{}'/${in[0]}}
+		done
+	else
+		W+=("${in[@]}")
+		n=${#W[@]}
+	fi
 }
 
 cf_sudo() {
@@ -1617,6 +1961,10 @@ cf_eval_text() {
 }
 
 cf_source() {
+	case ${A[0]} in
+	/dev/stdin | - | /proc/self/fd/0 | /dev/fd/0) cf_stdin_prog s ;;
+	*) cf_script_arg "${A[0]}" ;;
+	esac
 	if [[ ${A[0]} == *$'\x03'* ]] || { ((CF_IN_FETCH)) && [[ ${A[0]} == /dev/stdin || ${A[0]} == - || ${A[0]} == /proc/self/fd/0 ]]; }; then
 		cf_what pipe
 		cf_block pipe-to-shell "$REPLY" "it runs a script downloaded from the network" "download it to a file inside the project, read it, then run it"
@@ -1630,6 +1978,13 @@ cf_stdin_prog() {
 	if ((CF_IN_FETCH)); then
 		cf_what pipe
 		cf_block pipe-to-shell "$REPLY" "piping downloaded or decoded text into $p runs code nobody has read" "download it to a file inside the project, read it, then run it"
+	fi
+	if [[ -n $CF_IN_TEXT ]]; then
+		if [[ $1 == s ]]; then
+			cf_lex_string "$CF_IN_TEXT"
+		else
+			cf_code_check "$CF_IN_TEXT" "the program piped into $p"
+		fi
 	fi
 	for r in "${R[@]}"; do
 		case ${r%%$'\x1f'*} in
@@ -1651,10 +2006,23 @@ cf_stdin_prog() {
 }
 
 cf_script_arg() { # $1: the script argument of a shell or interpreter
+	[[ $1 == *$'\x0b'* ]] && cf_lex_string "${1#*$'\x0b'}"
+	cf_ranfetched "$1"
 	if [[ $1 == *$'\x03'* ]]; then
 		cf_what
 		cf_block pipe-to-shell "$REPLY" "it runs a script downloaded from the network" "download it to a file inside the project, read it, then run it"
 	fi
+}
+
+# cf_ranfetched WORD: WORD names a file this command downloaded: running it runs code
+# nobody has read.
+cf_ranfetched() {
+	((${#CF_FETCHED[@]})) || return 0
+	cf_unknown "$1" && return 0
+	cf_norm "$1"
+	[[ -n ${CF_FETCHED[$REPLY]+x} ]] || return 0
+	cf_what
+	cf_block pipe-to-shell "$REPLY" "it runs a file downloaded in the same command, before anyone read it" "download it in one call, read it, then run it in another"
 }
 
 cf_shell() {
@@ -1681,6 +2049,8 @@ cf_shell() {
 		esac
 	done
 	if ((hasc)); then
+		local -a CF_POS=("${A[@]:j+1}")
+		local CF_HAVEPOS=1
 		cf_eval_text "${A[j]}"
 	elif ((!hass && j < nA)) && [[ ${A[j]} != - && ${A[j]} != /dev/stdin ]]; then
 		cf_script_arg "${A[j]}"
@@ -1754,7 +2124,7 @@ cf_rm() {
 			cf_what
 			cf_block rm-root "$REPLY" "a recursive rm of $a would wipe the system, the home folder or the whole project" "remove only a specific folder inside the project, e.g. rm -rf ./build"
 		fi
-		cf_check_write "$a" "removing"
+		cf_check_remove "$a" "removing"
 	done
 	if ((npr)); then
 		cf_what
@@ -1851,10 +2221,27 @@ cf_copy() {
 	[[ ($p == scp || $p == rsync) && $dest == [!/]*:* ]] && return 0
 	cf_check_write "$dest" "$p to"
 	for s in "${args[@]}"; do
-		[[ $p == mv ]] && cf_check_write "$s" "moving"
+		[[ $p == mv ]] && cf_check_remove "$s" "moving"
+		[[ $p == ln ]] && cf_link "$s" "$dest" "${#args[@]}"
 		s=${s%/}
 		cf_check_write "${dest%/}/${s##*/}" "$p to"
 	done
+}
+
+# cf_link TARGET DEST COUNT: ln to a protected file lets later writes reach it: blocked;
+# any other link is remembered, so later words in this command resolve through it.
+cf_link() {
+	local t=$1 l=$2
+	cf_check_write "$t" "linking to"
+	cf_unknown "$t" && return 0
+	cf_unknown "$l" && return 0
+	[[ $t == /* ]] || t=${l%/*}/$t
+	[[ $l == */* ]] || t=$1
+	((${3} > 1)) || [[ $l == */ ]] && l=${l%/}/${1##*/}
+	cf_norm "$t"
+	t=$REPLY
+	cf_norm "$l"
+	CF_LINKS[$REPLY]=$t
 }
 
 cf_sed() {
@@ -1884,17 +2271,31 @@ cf_sed() {
 }
 
 cf_fetch() {
-	local j
+	local j a dir='' out='' url=''
 	CF_S_FETCH=1
 	((CF_NFETCH++))
 	for ((j = 0; j < ${#A[@]}; j++)); do
-		case ${A[j]} in
-		-o | -O | --output | --output-document) cf_check_write "${A[j + 1]}" "downloading to" ;;
-		--output=* | --output-document=*) cf_check_write "${A[j]#*=}" "downloading to" ;;
-		-o?*) [[ $p == curl ]] && cf_check_write "${A[j]#-o}" "downloading to" ;;
-		-[!-]*o) [[ $p == curl ]] && cf_check_write "${A[j + 1]}" "downloading to" ;;
+		a=${A[j]}
+		case $p:$a in
+		curl:-O | curl:--remote-name | *:-[!-]*O) ;;
+		*:-o | *:-O | *:--output | *:--output-document) out=${A[++j]} ;;
+		*:--output=* | *:--output-document=*) out=${a#*=} ;;
+		curl:-o?*) out=${a#-o} ;;
+		curl:-[!-]*o) out=${A[++j]} ;;
+		wget:-P | *:--directory-prefix | curl:--output-dir | aria2c:-d | aria2c:--dir) dir=${A[++j]} ;;
+		wget:-P?*) dir=${a#-P} ;;
+		*:--directory-prefix=* | *:--output-dir=* | *:--dir=*) dir=${a#*=} ;;
+		*://*) url=$a ;;
 		esac
 	done
+	[[ -z $out && -n $url ]] && out=${url%%[?#]*} && out=${out##*/}
+	[[ -n $dir ]] && cf_check_write "$dir" "downloading into" && cf_check_write "$dir/x" "downloading into"
+	[[ -n $out && $out != - ]] || return 0
+	[[ -n $dir && $out != /* ]] && out=$dir/$out
+	cf_check_write "$out" "downloading to"
+	cf_unknown "$out" && return 0
+	cf_norm "$out"
+	CF_FETCHED[$REPLY]=1
 }
 
 cf_decode() {
@@ -2089,7 +2490,7 @@ cf_find() {
 
 cf_sub_simple() {
 	local -a W=("$@") R=()
-	local CF_IN_FETCH=0 CF_IN_DAH=0 CF_S_FETCH=0 CF_S_STDIN='' CF_S_WRITES=0 CF_S_DAH=0
+	local CF_IN_FETCH=0 CF_IN_DAH=0 CF_IN_TEXT='' CF_S_FETCH=0 CF_S_STDIN='' CF_S_WRITES=0 CF_S_DAH=0
 	cf_simple
 }
 
