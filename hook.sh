@@ -591,7 +591,7 @@ cf_hook_event() {
 # cf_quick CMD: true when no rule can apply to CMD, so the full analysis (below the
 # first stage, never even parsed then) can be skipped. Conservative: any trigger word
 # as a word, any substitution, redirection to a file or protected name sends CMD on.
-CF_TRIGS=' rm rmdir unlink dd mkfs mke2fs mkswap mkntfs mkdosfs wipefs blkdiscard sgdisk sfdisk parted fdisk shred push reset checkout restore stash switch clean apply am mv sudo sudoedit doas pkexec run0 su runuser sg ksu calife curl wget fetch aria2c http https xh lynx links base64 base32 basenc openssl xxd uudecode crontab chmod chown chgrp chattr setfacl touch truncate tee sponge cp ln install rsync scp sed yq perl ruby tar bsdtar unzip 7z cpio vi vim nvim nano emacs ed ex pico micro joe find kubectl kubecolor oc helm terraform tofu terragrunt drop delete claude eval source exec xargs watch flock env busybox '
+CF_TRIGS=' taskset systemd-run parallel script tmux screen at batch awk gawk mawk nawk npx bunx pnpx pnpm yarn docker podman nerdctl cryptsetup machinectl lvremove vgremove pvremove zpool zfs mdadm nvme hdparm badblocks sg_format export declare typeset readonly local read for select set alias printf rimraf mkexfatfs mkfatfs mkudffs mkreiserfs mkbtrfs mkxfs rm rmdir unlink dd mkfs mke2fs mkswap mkntfs mkdosfs wipefs blkdiscard sgdisk sfdisk parted fdisk shred push reset checkout restore stash switch clean apply am mv sudo sudoedit doas pkexec run0 su runuser sg ksu calife curl wget fetch aria2c http https xh lynx links base64 base32 basenc openssl xxd uudecode crontab chmod chown chgrp chattr setfacl touch truncate tee sponge cp ln install rsync scp sed yq perl ruby tar bsdtar unzip 7z cpio vi vim nvim nano emacs ed ex pico micro joe find kubectl kubecolor oc helm terraform tofu terragrunt drop delete claude eval source exec xargs watch flock env busybox '
 cf_quick() {
 	local t=$1 w
 	local -a ws
@@ -1590,12 +1590,15 @@ cf_simple() {
 	case $p in
 	sh | bash | dash | zsh | ksh | mksh | ash | yash | fish | csh | tcsh | rbash) cf_shell ;;
 	export | declare | typeset | readonly | local | read | for | select | set | alias) cf_setvars ;;
+	taskset | systemd-run | parallel | script | tmux | screen | at | batch | awk | gawk | mawk | nawk | npx | bunx | pnpx | pnpm | yarn) cf_runner ;;
+	docker | podman | nerdctl) cf_container ;;
+	cryptsetup | machinectl | lvremove | vgremove | pvremove | zpool | zfs | mdadm | nvme | hdparm | badblocks | sg_format) cf_destroyer ;;
 	eval) cf_eval_text "${A[*]}" ;;
 	source | .) cf_source ;;
 	python* | pypy* | node | nodejs | deno | bun | perl | ruby | php | lua* | Rscript | tclsh | wish | osascript | jshell | groovy | pwsh) cf_interp ;;
 	rm | unlink | rmdir) cf_rm ;;
 	dd) cf_dd ;;
-	mkfs | mkfs.* | mke2fs | mkswap | mkntfs | mkdosfs)
+	mkfs | mkfs.* | mke2fs | mkswap | mkntfs | mkdosfs | mk*fs | mk*fs.* | mkexfat*)
 		cf_what
 		cf_block mkfs "$REPLY" "$p formats a filesystem and wipes what was there" "work on files inside the project; disks are the operator's job"
 		;;
@@ -1628,6 +1631,149 @@ cf_simple() {
 	[[ -n $sudo_cmd ]] && cf_sudocheck
 	[[ -n $priv ]] && cf_privblock
 	return 0
+}
+
+# cf_runner: programs that run the program in their arguments.
+cf_runner() {
+	local j=0 nA=${#A[@]} w
+	case $p in
+	taskset)
+		while [[ ${A[j]} == -* ]]; do
+			[[ ${A[j]} == -p || ${A[j]} == --pid ]] && return 0
+			((j++))
+		done
+		((j++)) # the mask or the cpu list
+		cf_sub_simple "${A[@]:j}"
+		;;
+	systemd-run)
+		while ((j < nA)) && [[ ${A[j]} == -* ]]; do
+			w=${A[j]}
+			case $w in
+			--uid=0 | --uid=root | -pUser=root | --property=User=root) priv=systemd-run ;;
+			--uid | -p | --property) [[ ${A[j + 1]} == 0 || ${A[j + 1]} == root || ${A[j + 1]} == User=root ]] && priv=systemd-run ;;
+			esac
+			case $w in
+			-u | --unit | -p | --property | -E | --setenv | -M | --machine | -H | --host | --uid | --gid | --slice | --description | --working-directory | -t | --on-calendar | --on-active) ((j++)) ;;
+			esac
+			((j++))
+		done
+		cf_sub_simple "${A[@]:j}"
+		;;
+	parallel)
+		local -a pcmd=() vals=()
+		for ((j = 0; j < nA; j++)); do
+			[[ ${A[j]} == ::: || ${A[j]} == :::: ]] && break
+			[[ ${#pcmd[@]} == 0 && ${A[j]} == -* ]] && continue
+			pcmd+=("${A[j]}")
+		done
+		vals=("${A[@]:j+1}")
+		((${#vals[@]})) && cf_pick "${vals[@]}" && vals=("$REPLY")
+		if [[ " ${pcmd[*]} " == *"{}"* ]]; then
+			pcmd=("${pcmd[@]//"{}"/${vals[0]}}")
+		else
+			pcmd+=("${vals[@]}")
+		fi
+		local IFS=' '
+		cf_lex_string "${pcmd[*]}"
+		;;
+	script)
+		for ((j = 0; j < nA; j++)); do
+			case ${A[j]} in
+			-c | --command) cf_lex_string "${A[j + 1]}" ;;
+			--command=*) cf_lex_string "${A[j]#*=}" ;;
+			-[!-]*c) cf_lex_string "${A[j + 1]}" ;;
+			esac
+		done
+		;;
+	tmux | screen)
+		# every argument that is not an option of tmux could be a shell command
+		for ((j = 0; j < nA; j++)); do
+			w=${A[j]}
+			case $w in
+			-[stnFcxyeLSfT]) ((j++)) ;;
+			-* | Enter | C-m | KPEnter) ;;
+			*) cf_quick "$w" || cf_lex_string "$w" ;;
+			esac
+		done
+		;;
+	at | batch)
+		[[ " ${A[*]} " == *' -l '* || " ${A[*]} " == *' -r '* || " ${A[*]} " == *' -c '* ]] && return 0
+		cf_stdin_prog s
+		;;
+	awk | gawk | mawk | nawk)
+		while ((j < nA)) && [[ ${A[j]} == -* ]]; do
+			[[ ${A[j]} == -f || ${A[j]} == --file ]] && return 0
+			[[ ${A[j]} == -[vF] ]] && ((j++))
+			((j++))
+		done
+		cf_code_check "${A[j]}" "the awk program"
+		;;
+	npx | bunx | pnpx | pnpm | yarn)
+		[[ $p == pnpm || $p == yarn ]] && { [[ ${A[0]} == dlx || ${A[0]} == exec ]] || return 0; } && j=1
+		while ((j < nA)) && [[ ${A[j]} == -* ]]; do
+			[[ ${A[j]} == -p || ${A[j]} == --package ]] && ((j++))
+			((j++))
+		done
+		w=${A[j]%@*}
+		w=${w##*/}
+		case $w in
+		rimraf | del | del-cli | trash | trash-cli | rm) cf_sub_simple rm -r "${A[@]:j+1}" ;;
+		*) cf_sub_simple "$w" "${A[@]:j+1}" ;;
+		esac
+		;;
+	esac
+	return 0
+}
+
+# cf_container: docker run -v /:/host gives the container the whole machine.
+cf_container() {
+	local j w h
+	[[ " ${A[*]} " == *' run '* || " ${A[*]} " == *' create '* ]] || return 0
+	for ((j = 0; j < ${#A[@]}; j++)); do
+		w=${A[j]} h=''
+		case $w in
+		-v | --volume | --mount) w=${A[j + 1]} ;;
+		-v?* | --volume=* | --mount=*) w=${w#-v} w=${w#--volume=} w=${w#--mount=} ;;
+		*) continue ;;
+		esac
+		if [[ $w == *source=* || $w == *src=* ]]; then
+			h=${w#*src=}
+			[[ $w == *source=* ]] && h=${w#*source=}
+			h=${h%%,*}
+		else
+			h=${w%%:*}
+		fi
+		[[ $h == /* || $h == '~'* || $h == .* ]] || continue
+		if cf_rootish "$h" || cf_sysish "$h" || [[ $h == *docker.sock ]]; then
+			cf_what
+			cf_block host-mount "$REPLY" "mounting $h into a container gives it that part of the machine to change freely" "mount only a folder inside the project"
+			return 0
+		fi
+		cf_check_write "$h" "mounting"
+	done
+}
+
+cf_destroyer() {
+	local a=" ${A[*]} " what=''
+	case $p in
+	cryptsetup) [[ $a == *' luksFormat '* || $a == *' erase '* || $a == *' luksErase '* || $a == *' reencrypt '* || $a == *' luksKillSlot '* ]] && what="cryptsetup ${A[0]}" ;;
+	machinectl)
+		if [[ $a == *' shell '* || $a == *' login '* ]]; then
+			cf_what
+			cf_block privilege "$REPLY" "machinectl shell opens a shell as root or another user" "run it as the current user, or ask the operator"
+		fi
+		return 0
+		;;
+	zpool | zfs) [[ $a == *' destroy '* || $a == *' labelclear '* ]] && what="$p destroy" ;;
+	mdadm) [[ $a == *' --zero-superblock '* || $a == *' --create '* || $a == *' -C '* ]] && what=mdadm ;;
+	nvme) [[ $a == *' format '* || $a == *' sanitize '* ]] && what="nvme ${A[0]}" ;;
+	hdparm) [[ $a == *' --security-erase'* || $a == *' --trim-sector-ranges'* ]] && what=hdparm ;;
+	badblocks) [[ $a == *' -w'* || $a == *' -'[a-z]*w* ]] && what="badblocks -w" ;;
+	*) what=$p ;;
+	esac
+	[[ -n $what ]] || return 0
+	cf_what
+	cf_block disk-write "$REPLY" "$what destroys disks, volumes or their data" "work on image files inside the project; disks are the operator's job"
 }
 
 # cf_computed: the program name comes from a substitution: judge it as rm could be.
@@ -2109,8 +2255,8 @@ cf_rm() {
 				e=1
 				continue
 				;;
-			--recursive) r=1 ;;
-			--no-preserve-root) npr=1 ;;
+			--r | --re | --rec* ) cf_lopt "$a" --recursive 3 && r=1 ;;
+			--n | --no | --no-* ) cf_lopt "$a" --no-preserve-root 3 && npr=1 ;;
 			-?*) [[ $a != --* && $a == *[rR]* ]] && r=1 ;;
 			*) tg+=("$a") ;;
 			esac
@@ -2208,6 +2354,10 @@ cf_copy() {
 		fi
 		args+=("$a")
 	done
+	if [[ $p == install ]]; then
+		cf_install_mode
+		[[ " ${A[*]} " == *' -d '* || " ${A[*]} " == *' --directory '* ]] && for s in "${args[@]}"; do cf_wwcheck "$s" "$CF_IMODE"; done
+	fi
 	if [[ -n $t ]]; then
 		dest=$t
 	elif ((${#args[@]} >= 2)); then
@@ -2219,6 +2369,11 @@ cf_copy() {
 		return 0
 	fi
 	[[ ($p == scp || $p == rsync) && $dest == [!/]*:* ]] && return 0
+	if [[ $p == rsync && " ${A[*]}" == *' --del'* ]] && cf_rootish "$dest/*"; then
+		cf_what
+		cf_block rm-root "$REPLY" "rsync --delete into $dest deletes everything there that the source lacks" "sync into a specific folder inside the project"
+	fi
+	[[ $p == install ]] && cf_wwcheck "$dest" "$CF_IMODE"
 	cf_check_write "$dest" "$p to"
 	for s in "${args[@]}"; do
 		[[ $p == mv ]] && cf_check_remove "$s" "moving"
@@ -2226,6 +2381,37 @@ cf_copy() {
 		s=${s%/}
 		cf_check_write "${dest%/}/${s##*/}" "$p to"
 	done
+}
+
+cf_install_mode() { # -> CF_IMODE: the -m of install
+	local j
+	CF_IMODE=''
+	for ((j = 0; j < ${#A[@]}; j++)); do
+		case ${A[j]} in
+		-m | --mode) CF_IMODE=${A[j + 1]} ;;
+		--mode=*) CF_IMODE=${A[j]#*=} ;;
+		-m?*) CF_IMODE=${A[j]#-m} ;;
+		esac
+	done
+}
+
+# cf_wwcheck PATH MODE: a world-writable MODE on a system or home path.
+cf_wwcheck() {
+	local ww=0 c who ops
+	[[ -n $2 ]] || return 0
+	if [[ $2 =~ ^[0-7]+$ ]]; then
+		[[ ${2: -1} == [2367] ]] && ww=1
+	else
+		local IFS=,
+		for c in $2; do
+			who=${c%%[-+=]*}
+			ops=${c:${#who}}
+			[[ $who == *[oa]* && $ops =~ $CF_RE_WW ]] && ww=1
+		done
+	fi
+	((ww)) && cf_sysish "$1" || return 0
+	cf_what
+	cf_block chmod-world "$REPLY" "mode $2 makes $1 writable by every user" "use a narrower mode (755 or 644), or a path inside the project"
 }
 
 # cf_link TARGET DEST COUNT: ln to a protected file lets later writes reach it: blocked;
@@ -2339,8 +2525,49 @@ cf_infra() {
 	return 0
 }
 
+# cf_lopt WORD LONG MIN: WORD is LONG or a prefix of it GNU tools and git accept.
+cf_lopt() {
+	((${#1} >= $3)) && [[ $2 == "$1"* ]]
+}
+
+# cf_gitcfg -> GC: the "key=value" settings of this git call: -c, GIT_CONFIG_COUNT/KEY_n/
+# VALUE_n and GIT_CONFIG_PARAMETERS, in this command or set (export) earlier in it.
+cf_gitcfg() {
+	local w k c=0 x
+	local -A E=()
+	for k in "${!CF_VARS[@]}"; do [[ $k == GIT_CONFIG_* ]] && E[$k]=${CF_VARS[$k]}; done
+	for w in "${W[@]:0:i}"; do [[ $w == GIT_CONFIG_*=* ]] && E[${w%%=*}]=${w#*=}; done
+	c=${E[GIT_CONFIG_COUNT]-0}
+	[[ $c =~ ^[0-9]{1,2}$ ]] || c=0
+	for ((k = 0; k < c; k++)); do GC+=("${E[GIT_CONFIG_KEY_$k]-}=${E[GIT_CONFIG_VALUE_$k]-}"); done
+	x=${E[GIT_CONFIG_PARAMETERS]-}
+	x=${x//\'/}
+	[[ -n $x ]] && GC+=("$x")
+	for ((k = 0; k < ${#A[@]}; k++)); do
+		[[ ${A[k]} == -c ]] && GC+=("${A[k + 1]}")
+		[[ ${A[k]} == -c?* ]] && GC+=("${A[k]#-c}")
+		[[ ${A[k]} == -* || ${A[k]} == -c ]] || break
+		[[ ${A[k]} == -[cC] || ${A[k]} == --git-dir || ${A[k]} == --work-tree || ${A[k]} == --namespace ]] && ((k++))
+	done
+}
+
+# cf_gitrisky KEY VALUE: a setting that makes a later push force, mirror or run a shell.
+cf_gitrisky() {
+	local k=${1,,} v=$2
+	case $k in
+	remote.*.mirror) [[ ${v,,} == true || ${v,,} == yes || $v == 1 || $v == on ]] && return 0 ;;
+	remote.*.push) [[ $v == +* ]] && return 0 ;;
+	alias.*)
+		[[ $v == '!'* ]] && { cf_lex_string "${v:1}"; return 1; }
+		[[ " $v " == *' push '* ]] && [[ " $v " =~ \ (--force|--mirror|-[a-z]*f[a-z]*|\+[^ ]+|--delete|:[^ ]+)\  ]] && return 0
+		;;
+	esac
+	return 1
+}
+
 cf_git() {
-	local j=0 a sub nA=${#A[@]} hard=0 ref=''
+	local j=0 a sub nA=${#A[@]} hard=0 ref='' kv del=0 k
+	local -a GC=()
 	while ((j < nA)); do
 		case ${A[j]} in
 		-C | -c | --git-dir | --work-tree | --namespace | --super-prefix | --config-env) ((j += 2)) ;;
@@ -2348,23 +2575,64 @@ cf_git() {
 		*) break ;;
 		esac
 	done
+	cf_gitcfg
 	sub=${A[j]}
 	((j++))
+	for kv in "${GC[@]}"; do
+		k=${kv%%=*}
+		if [[ ${k,,} == "alias.$sub" ]]; then
+			local IFS=$' \t'
+			if [[ ${kv#*=} == '!'* ]]; then
+				cf_lex_string "${kv#*=!}"
+				return 0
+			fi
+			# shellcheck disable=SC2206 # an alias is split into words; globbing is off (set -f)
+			A=(${kv#*=} "${A[@]:j}")
+			IFS=$' \t\n'
+			nA=${#A[@]} j=1 sub=${A[0]}
+		fi
+		if [[ $sub == push ]] && cf_gitrisky "$k" "${kv#*=}"; then
+			cf_what
+			cf_block force-push "$REPLY" "the setting $kv turns this push into a force or mirror push" "use git push --force-with-lease on your own branch, or push to a new branch"
+		fi
+	done
 	case $sub in
 	push)
 		for a in "${A[@]:j}"; do
 			case $a in
-			--force | --mirror | -f* | -[!-]*f* | +?*)
-				cf_what
-				cf_block force-push "$REPLY" "$a rewrites the remote history (force or mirror push) and can destroy others' commits" "use git push --force-with-lease on your own branch, or push to a new branch"
+			--force-with-lease* | --force-if-includes | --follow-tags) ;;
+			--mirror | -f* | -[!-]*f* | +?*)
+				cf_pushblock "$a"
 				;;
+			--*)
+				if cf_lopt "$a" --force 5 || cf_lopt "$a" --mirror 4; then cf_pushblock "$a"; fi
+				cf_lopt "$a" --delete 4 && del=1
+				;;
+			-d | -[!-]*d*) del=1 ;;
 			esac
 		done
+		for a in "${A[@]:j}"; do
+			[[ $a == -* ]] && continue
+			if { ((del)) || [[ $a == :* ]]; } && [[ ${a#:} =~ ^(refs/heads/)?(main|master|production)$ ]]; then
+				cf_what
+				cf_block force-push "$REPLY" "deleting the remote branch ${a#:} destroys it for everyone, as a force push would" "delete only your own branches; ask the operator to remove a protected one"
+			fi
+		done
+		;;
+	config)
+		local -a kvs=()
+		for a in "${A[@]:j}"; do
+			[[ $a == -* ]] || kvs+=("$a")
+		done
+		if ((${#kvs[@]} >= 2)) && cf_gitrisky "${kvs[0]}" "${kvs[1]}"; then
+			cf_what
+			cf_block force-push "$REPLY" "setting ${kvs[0]} to ${kvs[1]} makes later pushes force or mirror pushes" "leave push settings alone; use git push --force-with-lease on your own branch"
+		fi
 		;;
 	reset)
 		for a in "${A[@]:j}"; do
 			case $a in
-			--hard) hard=1 ;;
+			--ha | --har | --hard) hard=1 ;;
 			--) break ;;
 			-*) ;;
 			*) [[ -z $ref ]] && ref=$a ;;
@@ -2386,6 +2654,11 @@ cf_git() {
 		done
 		;;
 	esac
+}
+
+cf_pushblock() {
+	cf_what
+	cf_block force-push "$REPLY" "$1 rewrites the remote history (force or mirror push) and can destroy others' commits" "use git push --force-with-lease on your own branch, or push to a new branch"
 }
 
 cf_crontab() {
@@ -2458,6 +2731,8 @@ cf_find() {
 		if ((inexec)); then
 			if [[ $a == ';' || $a == '+' ]]; then
 				inexec=0
+				((${#paths[@]})) || paths=(.)
+				ex=("${ex[@]//'{}'/${paths[0]%/}/*}")
 				cf_sub_simple "${ex[@]}"
 				case ${ex[0]##*/} in rm | rmdir | unlink | shred | mv | chmod | chown) del=1 ;; esac
 				ex=()
@@ -2480,8 +2755,8 @@ cf_find() {
 	((del)) || return 0
 	((${#paths[@]})) || paths=(.)
 	for a in "${paths[@]}"; do
-		cf_check_write "$a" "find deleting in"
-		if ((!tests)) && cf_rootish "$a/*"; then
+		cf_check_remove "$a" "find deleting in"
+		if cf_rootish "$a/*"; then
 			cf_what
 			cf_block rm-root "$REPLY" "deleting everything under $a would wipe the system, the home folder or the whole project" "delete only a specific folder inside the project"
 		fi
