@@ -591,7 +591,7 @@ cf_hook_event() {
 # cf_quick CMD: true when no rule can apply to CMD, so the full analysis (below the
 # first stage, never even parsed then) can be skipped. Conservative: any trigger word
 # as a word, any substitution, redirection to a file or protected name sends CMD on.
-CF_TRIGS=' taskset systemd-run parallel script tmux screen at batch awk gawk mawk nawk npx bunx pnpx pnpm yarn docker podman nerdctl cryptsetup machinectl lvremove vgremove pvremove zpool zfs mdadm nvme hdparm badblocks sg_format export declare typeset readonly local read for select set alias printf rimraf mkexfatfs mkfatfs mkudffs mkreiserfs mkbtrfs mkxfs rm rmdir unlink dd mkfs mke2fs mkswap mkntfs mkdosfs wipefs blkdiscard sgdisk sfdisk parted fdisk shred push reset checkout restore stash switch clean apply am mv sudo sudoedit doas pkexec run0 su runuser sg ksu calife curl wget fetch aria2c http https xh lynx links base64 base32 basenc openssl xxd uudecode crontab chmod chown chgrp chattr setfacl touch truncate tee sponge cp ln install rsync scp sed yq perl ruby tar bsdtar unzip 7z cpio vi vim nvim nano emacs ed ex pico micro joe find kubectl kubecolor oc helm terraform tofu terragrunt drop delete claude eval source exec xargs watch flock env busybox '
+CF_TRIGS=' python python2 python3 pypy pypy3 node nodejs deno bun php taskset systemd-run parallel script tmux screen at batch awk gawk mawk nawk npx bunx pnpx pnpm yarn docker podman nerdctl cryptsetup machinectl lvremove vgremove pvremove zpool zfs mdadm nvme hdparm badblocks sg_format export declare typeset readonly local read for select set alias printf rimraf mkexfatfs mkfatfs mkudffs mkreiserfs mkbtrfs mkxfs rm rmdir unlink dd mkfs mke2fs mkswap mkntfs mkdosfs wipefs blkdiscard sgdisk sfdisk parted fdisk shred push reset checkout restore stash switch clean apply am mv sudo sudoedit doas pkexec run0 su runuser sg ksu calife curl wget fetch aria2c http https xh lynx links base64 base32 basenc openssl xxd uudecode crontab chmod chown chgrp chattr setfacl touch truncate tee sponge cp ln install rsync scp sed yq perl ruby tar bsdtar unzip 7z cpio vi vim nvim nano emacs ed ex pico micro joe find kubectl kubecolor oc helm terraform tofu terragrunt drop delete claude eval source exec xargs watch flock env busybox '
 cf_quick() {
 	local t=$1 w
 	local -a ws
@@ -710,6 +710,7 @@ CF_WPAT=$'[ \t\n;&|()<>\'"\\\\$`]*'
 CF_RE_SQL='drop[[:space:]]+(table|database|schema)[[:space:]]|truncate[[:space:]]+table[[:space:]]|delete[[:space:]]+from[[:space:]][^;]*where[[:space:]]+1[[:space:]]*=[[:space:]]*1'
 CF_RE_FORK1='(^|[ ;&|])([^ ]+) \( \) \{ \2 \| \2 &'
 CF_RE_FORK2='function ([^ ]+) (\( \) )?\{ \1 \| \1 &'
+CF_RE_FORK3='(^|[ ;&|])([^ ]+) \( \) \{ \2 & \2( &)? \}'
 CF_RE_WW='[+=][^-+=]*w'
 # programs worth a full look (the rest is skipped: see cf_endcmd)
 CF_LOOK="$CF_TRIGS export declare typeset readonly local read for select set alias at batch awk gawk mawk nawk taskset systemd-run parallel script tmux screen npx bunx pnpx pnpm yarn docker podman nerdctl cryptsetup machinectl lvremove vgremove pvremove zpool zfs mdadm nvme hdparm badblocks sg_format git sh bash dash zsh ksh mksh ash yash fish csh tcsh rbash python python2 python3 pypy pypy3 node nodejs deno bun perl ruby php lua Rscript tclsh wish osascript jshell groovy pwsh . cd pushd ! { } if then else elif do while until fi done esac builtin nohup unbuffer chronic nocache catchsegv stdbuf ionice setsid chroot time nice timeout command "
@@ -1526,7 +1527,34 @@ cf_code_check() {
 		;;
 	esac
 	[[ $1 == *$'\x03'* ]] && cf_block pipe-to-shell "$2" "it runs code downloaded from the network" "download to a file, read it, then run it"
+	case $1 in *rmtree* | *rm_r* | *remove_dir* | *remove_tree* | *rmSync* | *rmdirSync* | *rm\(* | *removeSync* | *emptyDir* | *rimraf* | *delete_tree* | *remove_all* | *RemoveAll* | *deleteRecursively*) cf_code_rm "$1" "$2" ;; esac
+	case $1 in *.bash* | *.zsh* | *.profile* | *.zprofile* | *.kshrc* | *config.fish* | *conf.d* | *crontab* | */etc/cron* | *.ssh* | */etc/profile* | *systemd*) cf_code_rc "$1" "$2" ;; esac
+	case $1 in *fork*) cf_code_fork "$1" "$2" ;; esac
 	return 0
+}
+
+# cf_code_rm CODE HOW: a recursive delete in code, aimed at /, a system folder or home.
+cf_code_rm() {
+	local re="expanduser|Path\.home|homedir|Dir\.home|ENV\[.HOME.\]|ENV\{HOME\}|environ(\.get)?[[(].HOME|getenv\(.HOME|UserHomeDir|home_dir|[\"'](~|/|/(etc|usr|var|boot|home|root|bin|lib|opt|srv)/?)[\"']"
+	[[ $1 =~ $re ]] || return 0
+	cf_block rm-root "$2" "it deletes a whole tree at ${BASH_REMATCH[0]} (the system, a system folder or the home folder)" "delete only a specific folder inside the project"
+}
+
+# cf_code_rc CODE HOW: code that writes a shell startup file, an SSH key file, cron or units.
+cf_code_rc() {
+	local names='\.(bashrc|bash_profile|bash_login|bash_aliases|bashrc\.d|zshrc|zshenv|zprofile|zlogin|profile|kshrc)|config\.fish|fish/conf\.d|authorized_keys|crontab|/etc/cron|/etc/profile|systemd/(system|user)'
+	local writes="[\"'](a|w|a\+|w\+|wb|ab|>>?)[\"']|write|append|Write|Append|copy|symlink|rename|replace|O_WRONLY|O_APPEND|>>"
+	[[ $1 =~ $names ]] || return 0
+	local what=${BASH_REMATCH[0]}
+	[[ $1 =~ $writes ]] || return 0
+	cf_block protected-write "$2" "it writes $what, a protected file (shell startup files, SSH keys, cron, system units)" "change files inside the project with ordinary commands"
+}
+
+# cf_code_fork CODE HOW: fork in a loop.
+cf_code_fork() {
+	local l="[^"$'\n'"]*"
+	[[ $1 =~ (while|loop|until|for[[:space:]]*\([[:space:]]*\;[[:space:]]*\;|itertools\.count|repeat|forever)${l}fork|fork${l}(while|until|loop|for[[:space:]]*\(\;\;\)) ]] || return 0
+	cf_block fork-bomb "$2" "it forks in an endless loop: it exhausts the machine's processes" "nothing; do not run it"
 }
 
 # cf_code_shell CODE: the string literals of CODE, each and joined, judged as shell.
@@ -1607,7 +1635,11 @@ cf_simple() {
 	git) cf_git ;;
 	crontab) cf_crontab ;;
 	chmod) cf_chmod ;;
-	chown | chgrp | chattr | setfacl | touch | truncate | sponge | tee | vi | vim | nvim | nano | emacs | ed | ex | pico | micro | joe) cf_writer ;;
+	chown | chgrp | chattr | setfacl | touch | truncate | sponge | tee | vi | vim | nvim | nano | emacs | ed | ex | pico | micro | joe)
+		cf_writer
+		[[ $p == setfacl ]] && cf_setfacl
+		[[ $p == vi || $p == vim || $p == nvim || $p == ex ]] && cf_vimcmds
+		;;
 	cp | mv | install | ln | rsync | scp) cf_copy ;;
 	sed | yq) cf_sed ;;
 	curl | wget | fetch | aria2c | http | https | xh | lynx | links) cf_fetch ;;
@@ -1622,7 +1654,7 @@ cf_simple() {
 	kubectl | kubecolor | oc | helm | terraform | tofu | terragrunt) cf_infra ;;
 	*[$'\x03\x04']*) cf_computed ;;
 	claude)
-		if ((CF_S_DAH)); then
+		if ((CF_S_DAH)) || [[ $CF_RAW =~ $CF_RE_DAH ]]; then
 			cf_what
 			cf_block disable-hooks "$REPLY" "it starts claude with disableAllHooks" "leave hooks enabled"
 		fi
@@ -2214,8 +2246,9 @@ cf_interp() {
 			((j++))
 			break
 			;;
-		python*:-c | pypy*:-c | node*:-e | node*:-p | node*:--eval | node*:--print | deno:eval | bun:-e | bun:--eval | perl:-e | perl:-E | ruby:-e | php:-r | lua*:-e | Rscript:-e | osascript:-e | pwsh:-c | pwsh:-Command | tclsh:-c | perl:-*e | perl:-*E)
-			[[ $p == perl && $w == -*i* ]] && inplace=1
+		perl:-[IMm]?*) ((j++)) ;;
+		python*:-c | pypy*:-c | node*:-e | node*:-p | node*:--eval | node*:--print | deno:eval | bun:-e | bun:--eval | perl:-e | perl:-E | ruby:-e | php:-r | lua*:-e | Rscript:-e | osascript:-e | pwsh:-c | pwsh:-Command | tclsh:-c | perl:-*e | perl:-*E | ruby:-[!-]*e | python*:-[!-]*c | pypy*:-[!-]*c | node*:-[!-]*[ep])
+			[[ ($p == perl || $p == ruby) && $w == -*i* ]] && inplace=1
 			code+=${A[j + 1]}$'\n'
 			hascode=1
 			((j += 2))
@@ -2325,6 +2358,41 @@ cf_writer() {
 	return 0
 }
 
+# cf_setfacl: an ACL that lets others (or everyone) write a system or home path.
+cf_setfacl() {
+	local j spec='' a
+	for ((j = 0; j < ${#A[@]}; j++)); do
+		case ${A[j]} in
+		-m | --modify | -M | --set) spec+=",${A[j + 1]}" ;;
+		--modify=* | --set=*) spec+=",${A[j]#*=}" ;;
+		-[!-]*m) spec+=",${A[j + 1]}" ;;
+		esac
+	done
+	[[ $spec =~ ,[^,]*:[rwxX-]*w[rwxX-]*(,|$) ]] || return 0
+	for a in "${A[@]}"; do
+		[[ $a == -* || $spec == *",$a" || $spec == *",$a,"* ]] && continue
+		cf_wwcheck "$a" o+w
+	done
+}
+
+# cf_vimcmds: vim -c '!…', +'!…', --cmd: an Ex command that runs a shell command.
+cf_vimcmds() {
+	local j c
+	for ((j = 0; j < ${#A[@]}; j++)); do
+		c=''
+		case ${A[j]} in
+		-c | --cmd) c=${A[j + 1]} ;;
+		+?*) c=${A[j]#+} ;;
+		esac
+		c=${c#"${c%%[!: ]*}"}
+		if [[ $c == '!'* ]]; then
+			cf_lex_string "${c#!}"
+		elif [[ $c == *system\(* || $c == *'!'* ]]; then
+			cf_code_shell "$c"
+		fi
+	done
+}
+
 cf_copy() {
 	local j a t='' e=0 dest s nA=${#A[@]}
 	local -a args=()
@@ -2430,10 +2498,27 @@ cf_link() {
 	CF_LINKS[$REPLY]=$t
 }
 
+# cf_sed_exec SCRIPT: GNU sed's e command (1e cmd) and s///e run shell commands.
+cf_sed_exec() {
+	local re='(^|[;{}[:space:]]|[0-9$/])e[[:space:]]+([^;}]+)' d x
+	[[ $1 =~ $re ]] && cf_lex_string "${BASH_REMATCH[2]}"
+	[[ $1 == s?* ]] || return 0
+	d=${1:1:1}
+	[[ $d == [[:alnum:][:space:]\\] ]] && return 0
+	x=${1:2}
+	[[ $x == *"$d"*"$d"*e* ]] || return 0
+	local IFS=$d
+	local -a f
+	# shellcheck disable=SC2206 # split on the delimiter; globbing is off (set -f)
+	f=($x)
+	[[ ${f[2]} == *e* && ${f[2]} != *[!gpiImMe0-9wf]* ]] && cf_lex_string "${f[1]}"
+}
+
 cf_sed() {
 	local j a script=0 nA=${#A[@]} inplace=0
 	for a in "${A[@]}"; do
 		[[ $a == -i* || $a == -[!-]*i* || $a == --in-place* || $a == --inplace ]] && inplace=1
+		[[ $p == sed && $a != -* ]] && cf_sed_exec "$a"
 	done
 	((inplace)) || return 0
 	for ((j = 0; j < nA; j++)); do
@@ -2497,6 +2582,8 @@ cf_extract() {
 	local j
 	for ((j = 0; j < ${#A[@]}; j++)); do
 		case ${A[j]} in
+		--checkpoint-action=exec=* | --to-command=* | --use-compress-program=* | --info-script=* | --new-volume-script=* | --rsh-command=*) cf_lex_string "${A[j]#*=}" && [[ ${A[j]} == --checkpoint-action=* ]] && cf_lex_string "${A[j]#*=exec=}" ;;
+		-I | --use-compress-program | --to-command | -F | --info-script) [[ $p == tar ]] && cf_lex_string "${A[j + 1]}" ;;
 		-C | --directory | -d) cf_check_write "${A[j + 1]}" "extracting into" ;;
 		--directory=*) cf_check_write "${A[j]#*=}" "extracting into" ;;
 		esac
@@ -2790,7 +2877,8 @@ cf_bash() {
 		[[ $t =~ $CF_RE_SQL ]] && CF_SQL=1
 	fi
 	cf_lex_string "$cmd"
-	if [[ $CF_SKEL == *'{'*'|'*'&'* ]] && [[ $CF_SKEL =~ $CF_RE_FORK1 || $CF_SKEL =~ $CF_RE_FORK2 ]]; then
+	local sk=${CF_SKEL//' ;'/}
+	if [[ $sk == *'{'*'&'* ]] && [[ $sk =~ $CF_RE_FORK1 || $sk =~ $CF_RE_FORK2 || $sk =~ $CF_RE_FORK3 ]]; then
 		cf_block fork-bomb "$cmd" "this is a fork bomb: it exhausts the machine's processes" "nothing; do not run it"
 	fi
 	if ((CF_SQL && CF_SAWDB)); then
