@@ -591,7 +591,7 @@ cf_hook_event() {
 # cf_quick CMD: true when no rule can apply to CMD, so the full analysis (below the
 # first stage, never even parsed then) can be skipped. Conservative: any trigger word
 # as a word, any substitution, redirection to a file or protected name sends CMD on.
-CF_TRIGS=' python python2 python3 pypy pypy3 node nodejs deno bun php taskset systemd-run parallel script tmux screen at batch awk gawk mawk nawk npx bunx pnpx pnpm yarn docker podman nerdctl cryptsetup machinectl lvremove vgremove pvremove zpool zfs mdadm nvme hdparm badblocks sg_format export declare typeset readonly local read for select set alias printf rimraf mkexfatfs mkfatfs mkudffs mkreiserfs mkbtrfs mkxfs rm rmdir unlink dd mkfs mke2fs mkswap mkntfs mkdosfs wipefs blkdiscard sgdisk sfdisk parted fdisk shred push reset checkout restore stash switch clean apply am mv sudo sudoedit doas pkexec run0 su runuser sg ksu calife curl wget fetch aria2c http https xh lynx links base64 base32 basenc openssl xxd uudecode crontab chmod chown chgrp chattr setfacl touch truncate tee sponge cp ln install rsync scp sed yq perl ruby tar bsdtar unzip 7z cpio vi vim nvim nano emacs ed ex pico micro joe find kubectl kubecolor oc helm terraform tofu terragrunt drop delete claude eval source exec xargs watch flock env busybox '
+CF_TRIGS=' config python python2 python3 pypy pypy3 node nodejs deno bun php taskset systemd-run parallel script tmux screen at batch awk gawk mawk nawk npx bunx pnpx pnpm yarn docker podman nerdctl cryptsetup machinectl lvremove vgremove pvremove zpool zfs mdadm nvme hdparm badblocks sg_format export declare typeset readonly local read for select set alias printf rimraf mkexfatfs mkfatfs mkudffs mkreiserfs mkbtrfs mkxfs rm rmdir unlink dd mkfs mke2fs mkswap mkntfs mkdosfs wipefs blkdiscard sgdisk sfdisk parted fdisk shred push reset checkout restore stash switch clean apply am mv sudo sudoedit doas pkexec run0 su runuser sg ksu calife curl wget fetch aria2c http https xh lynx links base64 base32 basenc openssl xxd uudecode crontab chmod chown chgrp chattr setfacl touch truncate tee sponge cp ln install rsync scp sed yq perl ruby tar bsdtar unzip 7z cpio vi vim nvim nano emacs ed ex pico micro joe find kubectl kubecolor oc helm terraform tofu terragrunt drop delete claude eval source exec xargs watch flock env busybox '
 cf_quick() {
 	local t=$1 w
 	local -a ws
@@ -600,6 +600,7 @@ cf_quick() {
 	t=${t,,}
 	t=${t//[\'\"\\]/}
 	[[ $t == *'$'* && $t == *=* ]] && return 1
+	[[ $t == *'$'[a-z_0-9@*]* ]] && return 1 # r$NOPE"m": an unknown variable may be empty
 	if [[ $t == *'>'* ]]; then
 		w=${t//[0-9]>&[0-9-]/}
 		w=${w//>&[0-9-]/}
@@ -998,14 +999,14 @@ cf_dollar() { # rest starts with $ ; $1=1 inside double quotes
 		nm=${rest:1}
 		nm=${nm%%[!A-Za-z0-9_]*}
 		rest=${rest:${#nm}+1}
-		if cf_var "$nm"; then WV+=$REPLY; else WV+="\$$nm"; fi
+		if cf_var "$nm"; then WV+=$REPLY; else WV+="\${$nm}"; fi
 		[[ $1 == 1 ]] || WX=1
 		;;
 	[0-9@*])
 		nm=${rest:1:1}
 		rest=${rest:2}
 		if ((!CF_HAVEPOS)); then
-			WV+="\$$nm"
+			WV+="\${$nm}"
 		elif [[ $nm == [0-9] ]]; then
 			WV+=${CF_POS[nm]}
 			[[ $1 == 1 ]] || WX=1

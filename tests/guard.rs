@@ -342,6 +342,41 @@ fn corpus() {
     );
 }
 
+/// Issue 11: every evasion class has its section in the corpus, with at least 10
+/// cases, some blocked and some look-alikes that must pass.
+#[test]
+fn corpus_covers_every_evasion_class() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guard_cases.txt");
+    let text = fs::read_to_string(path).unwrap();
+    let mut counts = std::collections::BTreeMap::<u32, (usize, usize)>::new();
+    let mut class = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# class ") {
+            let n: u32 = rest.split(':').next().unwrap().trim().parse().unwrap();
+            class = Some(n);
+            continue;
+        }
+        let Some(n) = class else { continue };
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let e = counts.entry(n).or_default();
+        if line.starts_with("block") {
+            e.0 += 1;
+        } else {
+            e.1 += 1;
+        }
+    }
+    for n in 1..=12 {
+        let (blocks, passes) = counts.get(&n).copied().unwrap_or_default();
+        println!("class {n}: {blocks} blocked, {passes} must pass");
+        assert!(
+            blocks + passes >= 10 && blocks > 0 && passes > 0,
+            "class {n}: {blocks} blocked, {passes} must pass"
+        );
+    }
+}
+
 // ------------------------------------------------------------------ modes
 
 #[test]
