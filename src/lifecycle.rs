@@ -97,6 +97,9 @@ pub enum Event {
     WaitingInput(String),
     /// Working on the same task for too long (reported once per state).
     Stuck(String),
+    /// Waiting for input longer than `watcher.waiting_timeout`; what it
+    /// asked.
+    WaitedTooLong(String),
     /// A sign of life (tool call, pane change): not waiting any more.
     Active,
     /// The pane shows a usage-limit line.
@@ -188,6 +191,9 @@ pub enum Effect {
     Recreate,
     /// Have the watcher look at every session now.
     Check,
+    /// Tell the waiting agent that no one will answer (off the caller's
+    /// thread).
+    Nudge,
 }
 
 /// Changes state and stamps `since`; a no-op when unchanged.
@@ -260,6 +266,21 @@ pub fn step(old: &Session, ev: &Event, now: u64) -> (Session, Vec<Effect>) {
             fx.push(Effect::Report("session_stuck", m.clone()));
         }
         (WaitingInput, Event::Active) => enter(&mut s, Working, now),
+        // Told once to decide by itself; waiting again ends the task.
+        (WaitingInput, Event::WaitedTooLong(_)) if has_task && autonomous && !s.nudged => {
+            s.nudged = true;
+            enter(&mut s, Working, now);
+            fx.push(Effect::Nudge);
+        }
+        (WaitingInput, Event::WaitedTooLong(asked)) if has_task && autonomous => {
+            let t = s.task.take().expect("has a task");
+            fx.push(Effect::Fail(
+                t,
+                format!("it waited for an answer after being told no one will give one; it asked: {asked}"),
+            ));
+            enter(&mut s, Stopping, now);
+            fx.push(Effect::StopAgent);
+        }
         (Starting | Working | WaitingInput | Idle, Event::LimitShown)
             if has_task || !autonomous =>
         {
@@ -323,6 +344,7 @@ pub fn step(old: &Session, ev: &Event, now: u64) -> (Session, Vec<Effect>) {
             s.claude_session_id = None;
             s.transcript_path = None;
             s.hooks_confirmed = false;
+            s.nudged = false;
             enter(&mut s, Starting, now);
         }
         (
@@ -603,6 +625,7 @@ pub fn perform(ctx: &Ctx, s: &Session, effects: Vec<Effect>) {
             Effect::Check => {
                 let _ = ctx.to_watcher.send(WatchMsg::Check);
             }
+            Effect::Nudge => nudge_in_background(ctx, s),
         }
     }
 }
@@ -651,6 +674,30 @@ fn stop_in_background(ctx: &Ctx, name: &str) {
         });
     if let Err(e) = spawned {
         log::error!("cannot start a thread to stop {name}: {e}");
+    }
+}
+
+/// What a waiting agent is told, once, in a pool where no one answers.
+pub const NUDGE: &str = "No one will answer questions in this session: nobody is watching it. \
+Decide for yourself, say in one line what you chose and why, and go on with the task.";
+
+/// Tells a waiting agent that no one will answer: Esc first (it closes a
+/// question or menu, which would take the keys), then the note.
+fn nudge_in_background(ctx: &Ctx, s: &Session) {
+    let tmux = ctx.tmux.clone();
+    let name = s.name.clone();
+    let transcript = s.transcript_path.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("nudge-{name}"))
+        .spawn(move || {
+            let _ = tmux.send_key(&name, "Escape");
+            match launch::deliver(&tmux, &name, NUDGE, transcript.as_deref()) {
+                Ok(()) => log::info!("{name}: told that no one will answer"),
+                Err(e) => log::warn!("{name}: cannot tell it that no one will answer: {e}"),
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start a thread to tell {} to go on: {e}", s.name);
     }
 }
 

@@ -132,6 +132,9 @@ pub struct Session {
     /// finishes it).
     #[serde(default)]
     pub moving: Option<Move>,
+    /// The agent was told once that no one will answer its questions.
+    #[serde(default)]
+    pub nudged: bool,
 }
 
 /// A move of a session's conversation to another account, persisted while
@@ -171,6 +174,7 @@ impl Session {
             recent_blocks: VecDeque::new(),
             reported: false,
             moving: None,
+            nudged: false,
         }
     }
 

@@ -83,7 +83,7 @@ type Agent = (Option<u32>, Option<String>);
 #[derive(Default)]
 struct Watcher {
     /// Last screen per session, to tell a busy agent from one at rest.
-    screens: HashMap<String, (u64, Instant)>,
+    screens: HashMap<String, (u64, u64)>,
     /// Per session: the agent's pid and how many limit lines its screen
     /// showed that are old news. A resumed conversation redraws its history,
     /// limit line included; only a line beyond those counts.
@@ -147,6 +147,15 @@ impl Watcher {
             if let Some(why) = project_gone(&s) {
                 handle(ctx, &s.name, Event::ProjectGone(why));
                 continue;
+            }
+            let waited = cfg.watcher.waiting_timeout.get().as_secs();
+            if s.state == SessionState::WaitingInput && now.saturating_sub(s.since) >= waited {
+                let asked = s
+                    .transcript_path
+                    .as_deref()
+                    .and_then(crate::conversation::pending_question)
+                    .unwrap_or_else(|| "(the question is not in its transcript)".into());
+                handle(ctx, &s.name, Event::WaitedTooLong(asked));
             }
             if s.state == SessionState::Working && !s.reported {
                 let stuck = cfg.watcher.stuck_after.get().as_secs();
@@ -214,12 +223,12 @@ impl Watcher {
             return;
         }
         let hash = crate::http::fnv1a(screen.as_bytes());
-        let changed = self.screens.get(&s.name).is_none_or(|(h, _)| *h != hash);
-        if changed {
-            self.screens.insert(s.name.clone(), (hash, Instant::now()));
-            if s.state == WaitingInput {
-                handle(ctx, &s.name, Event::Active);
-            }
+        // A change counts as activity only against a screen seen after the
+        // agent began waiting: the question being drawn is not an answer.
+        let seen = self.screens.insert(s.name.clone(), (hash, now));
+        let changed_while_waiting = seen.is_some_and(|(h, at)| h != hash && at > s.since);
+        if s.state == WaitingInput && changed_while_waiting {
+            handle(ctx, &s.name, Event::Active);
         }
         let Some(task) = &s.task else { return };
         if s.kind != SessionKind::Autonomous {

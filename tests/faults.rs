@@ -180,7 +180,6 @@ fn asking_env(waiting: &'static str) -> Env {
 }
 
 #[test]
-#[ignore = "issue 10 item 5: fixed in a later commit"]
 fn item_5_an_unanswered_question_is_told_once_to_decide() {
     let env = asking_env("300ms, waiting_timeout: 2s");
     let d = start(&env);
@@ -195,7 +194,6 @@ fn item_5_an_unanswered_question_is_told_once_to_decide() {
 }
 
 #[test]
-#[ignore = "issue 10 item 5: fixed in a later commit"]
 fn item_5_an_agent_that_waits_again_is_stopped_and_its_task_failed() {
     let env = asking_env("300ms, waiting_timeout: 2s");
     let d = start(&env);

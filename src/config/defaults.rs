@@ -90,6 +90,7 @@ impl Default for WatcherConfig {
         WatcherConfig {
             interval: Dur::secs(5),
             stuck_after: Dur::secs(2 * 3600),
+            waiting_timeout: Dur::secs(600),
         }
     }
 }

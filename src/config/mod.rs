@@ -129,6 +129,9 @@ pub struct WatcherConfig {
     pub interval: Dur,
     /// A session working longer than this is reported as stuck.
     pub stuck_after: Dur,
+    /// An agent waiting for input this long is told once that no one will
+    /// answer; if it waits again, it is stopped and its task failed.
+    pub waiting_timeout: Dur,
 }
 
 #[derive(Debug, Clone, Deserialize)]
