@@ -2766,7 +2766,7 @@ cf_crontab() {
 }
 
 cf_chmod() {
-	local a e=0 mode='' ref=0 ww=0 c who ops
+	local a e=0 mode="" ref=0
 	local -a tg=()
 	for a in "${A[@]}"; do
 		if ((!e)); then
@@ -2792,22 +2792,9 @@ cf_chmod() {
 			tg+=("$a")
 		fi
 	done
-	if [[ $mode =~ ^[0-7]+$ ]]; then
-		[[ ${mode: -1} == [2367] ]] && ww=1
-	elif [[ -n $mode ]]; then
-		local IFS=,
-		for c in $mode; do
-			who=${c%%[-+=]*}
-			ops=${c:${#who}}
-			[[ $who == *[oa]* && $ops =~ $CF_RE_WW ]] && ww=1
-		done
-	fi
 	for a in "${tg[@]}"; do
 		cf_check_write "$a" "chmod of"
-		if ((ww)) && cf_sysish "$a"; then
-			cf_what
-			cf_block chmod-world "$REPLY" "mode $mode makes $a writable by every user" "use a narrower mode (755 or 644), or a path inside the project"
-		fi
+		cf_wwcheck "$a" "$mode"
 	done
 }
 
