@@ -136,23 +136,15 @@ impl Tmux {
         c.args(["new-session", "-d", "-s", name, "-x", &x, "-y", &y, "-c"])
             .arg(cwd_arg);
         run_cmd(c)?;
-        let pane = Self::pane(name);
         self.run([
             "set-option",
             "-w",
             "-t",
-            &pane,
+            &Self::pane(name),
             "remain-on-exit",
             "on",
-            ";",
-            "set-option",
-            "-w",
-            "-t",
-            &pane,
-            "window-size",
-            "manual",
         ])?;
-        Ok(())
+        self.fix_size(name)
     }
 
     /// Gives a session that exists (made by someone else, or shrunk) the
