@@ -5,21 +5,33 @@
 use std::time::Duration;
 
 /// An agent whose requests end within `global`; `step` bounds each phase
-/// (connect, send, wait, body) when given.
+/// (connect, send, wait, body) when given. A proxy from the environment
+/// (`HTTPS_PROXY`, `NO_PROXY`…) is honoured.
 pub fn agent(global: Duration, step: Option<Duration>, idle: usize) -> ureq::Agent {
-    ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .timeout_connect(step)
-            .timeout_send_request(step)
-            .timeout_recv_response(step)
-            .timeout_recv_body(step)
-            .timeout_global(Some(global))
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .max_idle_connections(idle)
-            .user_agent(format!("claude-failover/{}", env!("CARGO_PKG_VERSION")))
-            .build(),
-    )
+    config(global, step, idle).build().into()
+}
+
+/// The CLI's agent for the daemon's control plane: never through a proxy
+/// (the bearer token must not leave the machine), no pooled connections.
+pub fn local_agent(global: Duration) -> ureq::Agent {
+    config(global, None, 0).proxy(None).build().into()
+}
+
+fn config(
+    global: Duration,
+    step: Option<Duration>,
+    idle: usize,
+) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+    ureq::Agent::config_builder()
+        .timeout_connect(step)
+        .timeout_send_request(step)
+        .timeout_recv_response(step)
+        .timeout_recv_body(step)
+        .timeout_global(Some(global))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_idle_connections(idle)
+        .user_agent(format!("claude-failover/{}", env!("CARGO_PKG_VERSION")))
 }
 
 /// FNV-1a: a cheap fingerprint (a screen's change, a token's backoff key)

@@ -939,10 +939,16 @@ fn each_event_reaches_each_sink_once() {
 
 // ------------------------------------------------------------ the binary
 
+/// The CLI with a dead proxy in its environment: the local daemon is
+/// reached directly (the token never goes through a proxy).
 fn cli(args: &[&str]) -> std::process::Output {
     Command::new(BIN)
         .args(args)
         .env_remove("CLAUDE_FAILOVER_CONFIG")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env("ALL_PROXY", "http://127.0.0.1:9")
+        .env("HTTP_PROXY", "http://127.0.0.1:9")
         .output()
         .unwrap()
 }

@@ -10,7 +10,12 @@ pub struct Reply {
     pub body: String,
 }
 
-/// One request with `Connection: close`; the body is sent as JSON.
+/// Answers larger than this are cut (a status document is a few KB).
+const MAX_REPLY: u64 = 32 << 20;
+
+/// One request through the CLI's local agent ([`crate::http::local_agent`]), within
+/// `timeout` in all; a body goes as JSON. Any HTTP status is a [`Reply`];
+/// `Err` is only a failure to get one (refused, timed out, not HTTP).
 pub fn request(
     addr: SocketAddr,
     token: &str,
@@ -19,59 +24,29 @@ pub fn request(
     body: Option<&str>,
     timeout: Duration,
 ) -> io::Result<Reply> {
-    let mut s = TcpStream::connect_timeout(&addr, timeout.min(Duration::from_secs(3)))?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    let body = body.unwrap_or("");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\nUser-Agent: claude-failover/{}\r\n",
-        env!("CARGO_PKG_VERSION")
-    );
-    if method != "GET" {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    s.take(32 << 20).read_to_end(&mut raw)?;
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut resp = httparse::Response::new(&mut headers);
-    let n = match resp.parse(&raw) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the answer ended early",
-            ))
-        }
-        Err(e) => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("not an HTTP answer: {e}"),
-            ))
-        }
+    let agent = crate::http::local_agent(timeout);
+    let req = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("Authorization", format!("Bearer {token}"));
+    let invalid = |e: ureq::http::Error| io::Error::new(io::ErrorKind::InvalidInput, e);
+    let sent = if method == "GET" {
+        agent.run(req.body(()).map_err(invalid)?)
+    } else {
+        let req = req.header("Content-Type", "application/json");
+        agent.run(req.body(body.unwrap_or("")).map_err(invalid)?)
     };
-    let status = resp.code.unwrap_or(0);
-    let len = resp
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .and_then(|h| {
-            std::str::from_utf8(h.value)
-                .ok()?
-                .trim()
-                .parse::<usize>()
-                .ok()
-        });
-    let rest = &raw[n..];
-    let rest = &rest[..len.unwrap_or(rest.len()).min(rest.len())];
+    let mut resp = sent.map_err(ureq::Error::into_io)?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .body_mut()
+        .with_config()
+        .limit(MAX_REPLY)
+        .read_to_vec()
+        .map_err(ureq::Error::into_io)?;
     Ok(Reply {
         status,
-        body: String::from_utf8_lossy(rest).into_owned(),
+        body: String::from_utf8_lossy(&bytes).into_owned(),
     })
 }
 
