@@ -80,7 +80,7 @@ struct Job {
 struct Report {
     job: Job,
     moved: Vec<String>,
-    failed: Vec<(String, String)>,
+    failed: Vec<(String, mover::MoveError)>,
     later: Vec<String>,
     elapsed: Duration,
 }

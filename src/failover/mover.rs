@@ -3,6 +3,7 @@
 //! conversation resumed with `--resume <id>` under the new account.
 
 use std::ffi::OsStr;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -12,12 +13,49 @@ use crate::config::{AccountConfig, Config};
 use crate::launch::{self, Conversation, Launch, LaunchError};
 use crate::lifecycle::{self, Event, Move};
 use crate::state::{Session, SessionKind, SessionState};
-use crate::tmux::{PaneInfo, Tmux};
+use crate::tmux::{PaneInfo, Tmux, TmuxError};
 
 /// Foreground programs that mean "the operator's shell, no agent".
 const SHELLS: &[&str] = &[
     "bash", "zsh", "sh", "dash", "fish", "ksh", "mksh", "tcsh", "csh", "login",
 ];
+
+/// Why one session was not moved; its `Display` is what is logged and
+/// notified.
+#[derive(Debug)]
+pub(super) enum MoveError {
+    /// Nothing to resume from: no conversation id, or no project.
+    Unknown(&'static str),
+    /// The old agent did not stop; the session stays on `from`.
+    Stop {
+        from: String,
+        why: String,
+    },
+    /// The dedicated session's dead shell could not be restarted.
+    Shell(TmuxError),
+    /// The agent did not start on the new account; the session stays
+    /// `Moving` for the retry.
+    Launch(LaunchError),
+    Panicked,
+}
+
+impl fmt::Display for MoveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MoveError::Unknown(what) => f.write_str(what),
+            MoveError::Stop { from, why } => write!(f, "cannot stop it on {from}: {why}"),
+            MoveError::Shell(e) => write!(f, "cannot restart the shell: {e}"),
+            MoveError::Launch(e) => write!(f, "{e}"),
+            MoveError::Panicked => f.write_str("the move panicked"),
+        }
+    }
+}
+
+impl From<LaunchError> for MoveError {
+    fn from(e: LaunchError) -> Self {
+        MoveError::Launch(e)
+    }
+}
 
 enum Need {
     No,
@@ -137,7 +175,7 @@ pub(super) fn run_job(ctx: &Ctx, job: Job) -> Report {
         );
     }
     for chunk in todo.chunks(PARALLEL) {
-        let results: Vec<(String, Result<(), String>)> = std::thread::scope(|scope| {
+        let results: Vec<(String, Result<(), MoveError>)> = std::thread::scope(|scope| {
             let handles: Vec<_> = chunk
                 .iter()
                 .map(|s| {
@@ -150,13 +188,7 @@ pub(super) fn run_job(ctx: &Ctx, job: Job) -> Report {
                 .collect();
             handles
                 .into_iter()
-                .map(|(n, h)| {
-                    (
-                        n,
-                        h.join()
-                            .unwrap_or_else(|_| Err("the move panicked".to_string())),
-                    )
-                })
+                .map(|(n, h)| (n, h.join().unwrap_or(Err(MoveError::Panicked))))
                 .collect()
         });
         for (n, r) in results {
@@ -182,19 +214,21 @@ fn move_one(
     s: &Session,
     to: &AccountConfig,
     job: &Job,
-) -> Result<(), String> {
+) -> Result<(), MoveError> {
     let name = s.name.as_str();
     let earlier = s.moving.as_ref();
     let id = earlier
         .map(|m| m.conversation.clone())
         .or_else(|| s.claude_session_id.clone())
         .or_else(|| crate::checkpoint::read_session_id(&cfg.state_dir, name))
-        .ok_or("no conversation id to resume (no SessionStart seen, no checkpoint)")?;
+        .ok_or(MoveError::Unknown(
+            "no conversation id to resume (no SessionStart seen, no checkpoint)",
+        ))?;
     let project = earlier
         .map(|m| m.project.clone())
         .or_else(|| s.task.as_ref().map(|t| t.project.clone()))
         .or_else(|| s.project.clone())
-        .ok_or("no project known")?;
+        .ok_or(MoveError::Unknown("no project known"))?;
     let project = std::fs::canonicalize(&project).unwrap_or(project);
     let model = s
         .task
@@ -221,9 +255,9 @@ fn move_one(
     } else {
         stop_in_shell(&ctx.tmux, name, cfg.failover.stop_timeout.get())
     };
-    if let Err(e) = stopped {
+    if let Err(why) = stopped {
         lifecycle::handle(ctx, name, Event::MoveAborted);
-        return Err(format!("cannot stop it on {from}: {e}"));
+        return Err(MoveError::Stop { from, why });
     }
     // From here a failure leaves it `Moving`: the retry (or a restart)
     // resumes the conversation.
@@ -255,7 +289,7 @@ fn relaunch(
     to: &AccountConfig,
     model: &str,
     id: &str,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, LaunchError> {
     let l = Launch {
         session: name,
         project,
@@ -266,14 +300,18 @@ fn relaunch(
     match launch::start_agent(cfg, &ctx.tmux, &l) {
         Ok(p) => Ok(p),
         Err(LaunchError::Guard(e)) if guard_in_place(project) => {
-            log::warn!(
-                "{name}: cannot redeploy the guard in {} ({e}); the copy in place stays",
-                project.display()
-            );
-            start_with_guard_in_place(cfg, &ctx.tmux, &l).map_err(|e| e.to_string())
+            warn_guard_kept(name, project, &e);
+            start_with_guard_in_place(cfg, &ctx.tmux, &l)
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e),
     }
+}
+
+fn warn_guard_kept(name: &str, project: &Path, e: &dyn fmt::Display) {
+    log::warn!(
+        "{name}: cannot redeploy the guard in {} ({e}); the copy in place stays",
+        project.display()
+    );
 }
 
 fn guard_in_place(project: &Path) -> bool {
@@ -334,29 +372,27 @@ fn relaunch_dedicated(
     to: &AccountConfig,
     model: &str,
     id: &str,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, MoveError> {
     let tmux = &ctx.tmux;
-    crate::account::prepare(&to.config_dir, project).map_err(|e| e.to_string())?;
+    crate::account::prepare(&to.config_dir, project)
+        .map_err(|e| LaunchError::Account(e.to_string()))?;
     if let Err(e) = crate::guard::deploy(project, cfg.guard.mode, Some(&cfg.events_dir())) {
-        log::warn!(
-            "{name}: cannot redeploy the guard in {} ({e}); the copy in place stays",
-            project.display()
-        );
+        warn_guard_kept(name, project, &e);
     }
-    let info = tmux.pane_info(name).map_err(|e| e.to_string())?;
+    let info = tmux.pane_info(name).map_err(LaunchError::Tmux)?;
     if info.dead {
         let shell = std::env::var("SHELL")
             .ok()
             .filter(|s| !s.trim().is_empty())
             .unwrap_or_else(|| "/bin/sh".into());
         tmux.respawn(name, project, &[], &[OsStr::new(&shell), OsStr::new("-l")])
-            .map_err(|e| format!("cannot restart the shell: {e}"))?;
+            .map_err(MoveError::Shell)?;
     }
     let line = dedicated_command_line(cfg, to, name, project, model, id);
-    tmux.send_key(name, "C-u").map_err(|e| e.to_string())?;
-    tmux.send_literal(name, &line).map_err(|e| e.to_string())?;
-    tmux.send_key(name, "Enter").map_err(|e| e.to_string())?;
-    launch::wait_ready(cfg, tmux, name).map_err(|e| e.to_string())?;
+    tmux.send_key(name, "C-u").map_err(LaunchError::Tmux)?;
+    tmux.send_literal(name, &line).map_err(LaunchError::Tmux)?;
+    tmux.send_key(name, "Enter").map_err(LaunchError::Tmux)?;
+    launch::wait_ready(cfg, tmux, name)?;
     Ok(crate::account::transcript_path(&to.config_dir, project, id))
 }
 
