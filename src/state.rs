@@ -187,6 +187,29 @@ impl Session {
     }
 }
 
+/// What the last poll made of an account's token; [`TokenState::as_str`]
+/// is what `state.json`, status and `usage` show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenState {
+    Ok,
+    Expired,
+    Rejected,
+    /// The credentials file is missing, unreadable or garbled.
+    Missing,
+}
+
+impl TokenState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenState::Ok => "ok",
+            TokenState::Expired => "expired",
+            TokenState::Rejected => "rejected",
+            TokenState::Missing => "missing",
+        }
+    }
+}
+
 /// The last usage reading of one account.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AccountStatus {
@@ -201,9 +224,9 @@ pub struct AccountStatus {
     /// No request before this (429 retry-after), unix seconds.
     #[serde(default)]
     pub backoff_until: Option<u64>,
-    /// The token's state at the last poll: `ok`, `expired`, `rejected`, `missing`.
+    /// The token's state at the last poll.
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<TokenState>,
     /// Fingerprint (not the token) of the token the backoff applies to.
     #[serde(default)]
     pub backoff_key: Option<String>,
@@ -382,7 +405,7 @@ impl State {
                     "seven_day_resets_at": st.seven_day_resets.map(rfc3339),
                     "reading_age_s": st.read_at.map(|t| now.saturating_sub(t)),
                     "error": st.error,
-                    "token": st.token,
+                    "token": st.token.map(TokenState::as_str),
                     "backoff_until": st.backoff_until.map(rfc3339),
                 })
             })
@@ -519,6 +542,25 @@ mod tests {
         assert!(warn.is_none());
         assert_eq!(t.active_account, "backup");
         assert!(t.sessions.contains_key("a"));
+    }
+
+    #[test]
+    fn token_states_are_written_as_their_words() {
+        for t in [
+            TokenState::Ok,
+            TokenState::Expired,
+            TokenState::Rejected,
+            TokenState::Missing,
+        ] {
+            let st = AccountStatus {
+                token: Some(t),
+                ..AccountStatus::default()
+            };
+            let v = serde_json::to_value(&st).unwrap();
+            assert_eq!(v["token"], t.as_str());
+            let back: AccountStatus = serde_json::from_value(v).unwrap();
+            assert_eq!(back.token, Some(t));
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use claude_failover::bus::Refusal;
 use claude_failover::daemon::{Daemon, FailoverMsg};
-use claude_failover::state::SessionState;
+use claude_failover::state::{SessionState, TokenState};
 use claude_failover::timefmt::{now_ms, now_secs};
 use serde_json::Value;
 use support::usage::{creds, Mode, Setup};
@@ -379,8 +379,9 @@ fn expired_or_rejected_tokens_make_an_account_unusable_with_a_notice() {
     });
     {
         let st = d.ctx.state();
-        assert_eq!(st.accounts["backup"].token.as_deref(), Some("expired"));
-        assert_eq!(st.accounts["main"].token.as_deref(), Some("rejected"));
+        let token = |a: &str| st.accounts[a].token.map(TokenState::as_str);
+        assert_eq!(token("backup"), Some("expired"));
+        assert_eq!(token("main"), Some("rejected"));
     }
     // An expired token is not even sent.
     assert_eq!(s.server.requests("tok-backup"), 0);

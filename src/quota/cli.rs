@@ -30,7 +30,7 @@ pub fn cli_quota(cfg: &Config, json: bool) -> Result<ExitCode, String> {
                     "seven_day": s.seven_day,
                     "five_hour_resets_at": s.five_hour_resets.map(rfc3339),
                     "seven_day_resets_at": s.seven_day_resets.map(rfc3339),
-                    "token": s.token,
+                    "token": s.token.map(TokenState::as_str),
                     "error": s.error,
                 })
             })
@@ -69,7 +69,7 @@ pub fn table(rows: &[(String, AccountStatus)]) -> String {
             pct(s.seven_day),
             t(s.five_hour_resets),
             t(s.seven_day_resets),
-            s.token.clone().unwrap_or_else(|| "-".into()),
+            s.token.map_or("-", TokenState::as_str).to_string(),
             s.error.clone().unwrap_or_else(|| "-".into()),
         ]);
     }

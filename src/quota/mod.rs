@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::bus::{Ctx, FailoverMsg};
 use crate::config::{AccountConfig, Config};
 use crate::notice::Notice;
-use crate::state::AccountStatus;
+use crate::state::{AccountStatus, TokenState};
 use crate::timefmt::{now_ms, now_secs, parse_rfc3339, rfc3339};
 
 mod api;
@@ -98,7 +98,7 @@ pub fn apply(
             st.backoff_until = None;
             st.backoff_key = None;
             st.backoff_strikes = 0;
-            st.token = Some("ok".into());
+            st.token = Some(TokenState::Ok);
             st.usable = true;
             if !was_usable {
                 changes.push(Change::TokenGood);
@@ -115,7 +115,7 @@ pub fn apply(
         // Claude cannot log in with what it cannot read either.
         Outcome::NoCredentials(e) => {
             st.error = Some(format!("no credentials: {e}"));
-            st.token = Some("missing".into());
+            st.token = Some(TokenState::Missing);
             st.usable = false;
             if was_usable {
                 changes.push(Change::TokenBad(format!(
@@ -125,7 +125,7 @@ pub fn apply(
         }
         Outcome::Expired => {
             st.error = Some("token expired (expiresAt has passed)".into());
-            st.token = Some("expired".into());
+            st.token = Some(TokenState::Expired);
             st.usable = false;
             if was_usable {
                 changes.push(Change::TokenBad("its OAuth token has expired".into()));
@@ -133,7 +133,7 @@ pub fn apply(
         }
         Outcome::Rejected(code) => {
             st.error = Some(format!("token rejected (HTTP {code})"));
-            st.token = Some("rejected".into());
+            st.token = Some(TokenState::Rejected);
             st.usable = false;
             if was_usable {
                 changes.push(Change::TokenBad(format!(
