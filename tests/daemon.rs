@@ -505,11 +505,24 @@ fn an_agent_whose_hooks_never_fire_is_stopped_as_unguarded() {
     env.max_attempts = 1;
     env.extra = String::new();
     fs::write(env.accounts[0].1.join("fake-claude.nohooks"), "").unwrap();
-    let mut cfg_yaml = env.yaml();
-    cfg_yaml = cfg_yaml.replace("prompt_timeout: 10s", "prompt_timeout: 1s");
-    let cfg = claude_failover::config::Config::parse(&cfg_yaml, "t").unwrap();
-    let d = Daemon::start(cfg).unwrap();
+    // A start slower than the 1 s the check is then given (a busy machine):
+    // the launch has the usual 10 s, so it cannot fail first.
+    fs::write(env.accounts[0].1.join("fake-claude.delay"), "1.5").unwrap();
+    let d = start(&env);
     env.task(0, "x.md", "@fake:sleep=60");
+    wait_for("the agent took x.md, no SessionStart seen", T, || {
+        let st = d.ctx.state();
+        let s = &st.sessions["t-1"];
+        s.state == claude_failover::state::SessionState::Working
+            && !s.hooks_confirmed
+            && s.task.as_ref().is_some_and(|t| t.name == "x.md")
+    });
+    // Now a 1 s prompt timeout: its SessionStart is long overdue.
+    let short = env
+        .yaml()
+        .replace("prompt_timeout: 10s", "prompt_timeout: 1s");
+    d.ctx
+        .set_config(claude_failover::config::Config::parse(&short, "t").unwrap());
     wait_for("x.md in failed/", T, || {
         env.files(0, "failed").contains(&"x.md".to_string())
     });
