@@ -261,10 +261,17 @@ fn move_one(
     }
     // From here a failure leaves it `Moving`: the retry (or a restart)
     // resumes the conversation.
+    let l = Launch {
+        session: name,
+        project: &project,
+        account: to,
+        model: &model,
+        conversation: Conversation::Resume(id.clone()),
+    };
     let transcript = if autonomous {
-        relaunch(ctx, cfg, name, &project, to, &model, &id)?
+        relaunch(ctx, cfg, &l)?
     } else {
-        relaunch_dedicated(ctx, cfg, name, &project, to, &model, &id)?
+        relaunch_dedicated(ctx, cfg, &l)?
     };
     let text = note(&from, &to.name, job.manual);
     if let Err(e) = launch::deliver(&ctx.tmux, name, &text, Some(&transcript)) {
@@ -281,27 +288,13 @@ fn move_one(
 /// Relaunches an autonomous session's conversation under `to`. When only
 /// the guard's redeploy fails and its earlier copy is in place, the launch
 /// goes on with that copy (logged).
-fn relaunch(
-    ctx: &Ctx,
-    cfg: &Config,
-    name: &str,
-    project: &Path,
-    to: &AccountConfig,
-    model: &str,
-    id: &str,
-) -> Result<PathBuf, LaunchError> {
-    let l = Launch {
-        session: name,
-        project,
-        account: to,
-        model,
-        conversation: Conversation::Resume(id.to_string()),
-    };
-    match launch::start_agent(cfg, &ctx.tmux, &l) {
+fn relaunch(ctx: &Ctx, cfg: &Config, l: &Launch) -> Result<PathBuf, LaunchError> {
+    let (name, project) = (l.session, l.project);
+    match launch::start_agent(cfg, &ctx.tmux, l) {
         Ok(p) => Ok(p),
         Err(LaunchError::Guard(e)) if guard_in_place(project) => {
             warn_guard_kept(name, project, &e);
-            start_with_guard_in_place(cfg, &ctx.tmux, &l)
+            start_with_guard_in_place(cfg, &ctx.tmux, l)
         }
         Err(e) => Err(e),
     }
@@ -364,16 +357,9 @@ pub fn dedicated_command_line(
 
 /// Restarts a dedicated session's agent in its own shell (respawning the
 /// shell first if the pane is dead) and waits for its input line.
-fn relaunch_dedicated(
-    ctx: &Ctx,
-    cfg: &Config,
-    name: &str,
-    project: &Path,
-    to: &AccountConfig,
-    model: &str,
-    id: &str,
-) -> Result<PathBuf, MoveError> {
-    let tmux = &ctx.tmux;
+fn relaunch_dedicated(ctx: &Ctx, cfg: &Config, l: &Launch) -> Result<PathBuf, MoveError> {
+    let (tmux, name, project, to) = (&ctx.tmux, l.session, l.project, l.account);
+    let id = l.conversation.id();
     crate::account::prepare(&to.config_dir, project)
         .map_err(|e| LaunchError::Account(e.to_string()))?;
     if let Err(e) = crate::guard::deploy(project, cfg.guard.mode, Some(&cfg.events_dir())) {
@@ -388,7 +374,7 @@ fn relaunch_dedicated(
         tmux.respawn(name, project, &[], &[OsStr::new(&shell), OsStr::new("-l")])
             .map_err(MoveError::Shell)?;
     }
-    let line = dedicated_command_line(cfg, to, name, project, model, id);
+    let line = dedicated_command_line(cfg, to, name, project, l.model, id);
     tmux.send_key(name, "C-u").map_err(LaunchError::Tmux)?;
     tmux.send_literal(name, &line).map_err(LaunchError::Tmux)?;
     tmux.send_key(name, "Enter").map_err(LaunchError::Tmux)?;
