@@ -77,6 +77,23 @@ pub enum Change {
     Crossed(String),
 }
 
+/// The account's token cannot be used: unusable until a good reading, and
+/// `why` (for the notice) when it was usable until now.
+fn token_bad(
+    st: &mut AccountStatus,
+    changes: &mut Vec<Change>,
+    token: TokenState,
+    error: String,
+    why: String,
+) {
+    if st.usable {
+        changes.push(Change::TokenBad(why));
+    }
+    st.error = Some(error);
+    st.token = Some(token);
+    st.usable = false;
+}
+
 /// Records an outcome in an account's status. Returns what changed.
 pub fn apply(
     cfg: &Config,
@@ -113,34 +130,27 @@ pub fn apply(
             }
         }
         // Claude cannot log in with what it cannot read either.
-        Outcome::NoCredentials(e) => {
-            st.error = Some(format!("no credentials: {e}"));
-            st.token = Some(TokenState::Missing);
-            st.usable = false;
-            if was_usable {
-                changes.push(Change::TokenBad(format!(
-                    "its credentials cannot be read ({e})"
-                )));
-            }
-        }
-        Outcome::Expired => {
-            st.error = Some("token expired (expiresAt has passed)".into());
-            st.token = Some(TokenState::Expired);
-            st.usable = false;
-            if was_usable {
-                changes.push(Change::TokenBad("its OAuth token has expired".into()));
-            }
-        }
-        Outcome::Rejected(code) => {
-            st.error = Some(format!("token rejected (HTTP {code})"));
-            st.token = Some(TokenState::Rejected);
-            st.usable = false;
-            if was_usable {
-                changes.push(Change::TokenBad(format!(
-                    "the usage API rejected its token (HTTP {code})"
-                )));
-            }
-        }
+        Outcome::NoCredentials(e) => token_bad(
+            st,
+            &mut changes,
+            TokenState::Missing,
+            format!("no credentials: {e}"),
+            format!("its credentials cannot be read ({e})"),
+        ),
+        Outcome::Expired => token_bad(
+            st,
+            &mut changes,
+            TokenState::Expired,
+            "token expired (expiresAt has passed)".into(),
+            "its OAuth token has expired".into(),
+        ),
+        Outcome::Rejected(code) => token_bad(
+            st,
+            &mut changes,
+            TokenState::Rejected,
+            format!("token rejected (HTTP {code})"),
+            format!("the usage API rejected its token (HTTP {code})"),
+        ),
         Outcome::Throttled(after) => {
             st.backoff_strikes = st.backoff_strikes.saturating_add(1);
             let secs = match after {
