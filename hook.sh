@@ -65,9 +65,10 @@ CF_HOME=${HOME:-/nonexistent-home}
 CF_CWD='' CF_PROJ='' CF_CMD='' CF_EV=''
 CF_RE_DAH='disableAllHooks[^A-Za-z0-9,}]{0,16}true'
 # The budget: a Bash command longer than CF_MAXCMD is not analysed, and the analysis
-# gives up (and blocks) CF_BUDGET microseconds after the start. A hook that outlives its
-# timeout lets the call through, so slow must mean blocked.
-CF_MAXCMD=65536 CF_BUDGET=600000 CF_TICK=0 CF_OVER=0
+# gives up (and blocks) after CF_BUDGET microseconds of CPU time, or CF_WALL of wall
+# time on a loaded machine. A hook that outlives its timeout (10 s) lets the call
+# through, so slow must mean blocked.
+CF_MAXCMD=65536 CF_BUDGET=500000 CF_WALL=2000000 CF_TICK=0 CF_OVER=0
 CF_T0=${EPOCHREALTIME-}
 CF_T0=${CF_T0/[.,]/}
 
@@ -625,11 +626,12 @@ cf_quick() {
 # Read the call, answer the session events, ConfigChange, the file tools and the
 # plain commands. Only a Bash command with a trigger word goes on to stage 2.
 # read -N takes a pipe one byte per system call (7 s a MB): beyond the first 4 KB (which
-# holds any session event, byte for byte), $(</dev/stdin) reads the rest in blocks.
+# holds any session event, byte for byte), cat reads the rest in blocks (from where read
+# stopped: $(</dev/stdin) would reopen a file at its start).
 IFS= read -r -N 4096 -t 8 CF_IN
 if ((${#CF_IN} == 4096)); then
-	if [[ -r /dev/stdin ]]; then
-		{ CF_IN+=$(</dev/stdin); } 2>/dev/null
+	if type -P cat >/dev/null; then
+		{ CF_IN+=$(cat); } 2>/dev/null
 	else
 		IFS= read -r -N 100000000 -t 8 cf_more
 		CF_IN+=$cf_more
@@ -845,10 +847,15 @@ cf_what() {
 
 # cf_clock: past the budget, block (once) and make every lexing loop stop.
 cf_clock() {
-	local now=${EPOCHREALTIME-}
+	local now=${EPOCHREALTIME-} st
 	now=${now/[.,]/}
 	if [[ -n $now && -n $CF_T0 ]]; then
-		((now - CF_T0 > CF_BUDGET)) || return 0
+		if ((now - CF_T0 <= CF_WALL)); then
+			# CPU time (utime + stime, in 1/100 s) from /proc: load does not count
+			{ read -r -a st </proc/$$/stat; } 2>/dev/null || return 0
+			[[ ${st[1]} == '(bash)' && ${st[13]} =~ ^[0-9]+$ && ${st[14]} =~ ^[0-9]+$ ]] || return 0
+			(((st[13] + st[14]) * 10000 > CF_BUDGET)) || return 0
+		fi
 	else
 		((SECONDS >= 2)) || return 0 # bash before 5.0: whole seconds only
 	fi

@@ -777,6 +777,26 @@ fn size_never_blocks_a_write_and_big_writes_are_still_read() {
         assert_eq!(out.code, 0, "{} bytes: {}", text.len(), out.stderr);
         assert!(took < DECIDED_WITHIN, "{} bytes took {took:?}", text.len());
     }
+    // stdin may be a file, not a pipe: the rest is read from where the first 4 KB ended
+    let file = home.path().join("input.json");
+    let big = pre_tool_use(
+        "Write",
+        json!({ "file_path": format!("{PROJECT}/data.json"), "content": json_text.clone() }),
+    );
+    fs::write(&file, &big).unwrap();
+    let out = Command::new("bash")
+        .arg(hook())
+        .env("HOME", home.path())
+        .env("CLAUDE_PROJECT_DIR", PROJECT)
+        .stdin(fs::File::open(&file).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // disableAllHooks after 900 KB of escapes is still found
     let text = format!("{json_text}\n{{\"disableAllHooks\":\n  true}}");
     let input = pre_tool_use(
