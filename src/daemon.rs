@@ -248,6 +248,7 @@ pub fn reload(ctx: &Ctx, path: Option<&std::path::Path>) {
         st.reconcile(&new);
         // A new config (a fixed agent.command) gets its launches again.
         st.start_failures = 0;
+        st.launches_paused_until = None;
         st.launches_paused.take()
     });
     if held.is_some() {

@@ -154,6 +154,7 @@ fn cooldown_end(ctx: &Ctx) -> Option<Instant> {
         .values()
         .filter(|s| s.kind == SessionKind::Autonomous && s.task.is_none())
         .filter_map(|s| s.cooldown_until)
+        .chain(st.launches_paused_until)
         .filter(|&t| t > now)
         .min()?;
     Some(Instant::now() + Duration::from_secs(until - now))
@@ -266,7 +267,8 @@ fn candidates(ctx: &Ctx, dry_run: bool) -> (Vec<String>, Vec<Task>) {
     let cfg = ctx.config();
     let (paused, free) = {
         let st = ctx.state();
-        let paused = st.dispatch_paused.is_some() || st.launches_paused.is_some();
+        let held = st.launches_paused_until.is_some_and(|t| t > now_secs());
+        let paused = st.dispatch_paused.is_some() || held;
         (paused, free_sessions(&st, &cfg))
     };
     if paused || free.is_empty() {
@@ -465,20 +467,29 @@ pub fn finish_launch(ctx: &Ctx, o: LaunchOutcome) {
 /// a broken agent command would otherwise keep failing launch after launch.
 pub const START_FAILURES_TO_PAUSE: u32 = 3;
 
-/// Counts launches in a row whose agent never came up; at
-/// `START_FAILURES_TO_PAUSE` launching pauses, with one notice, until a
-/// reload or a restart. Any launch whose agent came up resets the count.
+/// Counts launches in a row whose agent never came up. At
+/// `START_FAILURES_TO_PAUSE` launching pauses, with one notice; after each
+/// `dispatcher.cooldown` one launch tries again, and while it fails the
+/// pause goes on without another notice. A launch that works, or a reload,
+/// ends it.
 fn count_start_failures(ctx: &Ctx, never_started: bool, result: &Result<(), LaunchError>) {
-    let paused_now = ctx.update(|st| {
+    let cooldown = ctx.config().dispatcher.cooldown.get().as_secs();
+    let (paused_now, resumed) = ctx.update(|st| {
         if !never_started {
             if result.is_ok() {
                 st.start_failures = 0;
+                st.launches_paused_until = None;
+                return (None, st.launches_paused.take());
             }
-            return None;
+            return (None, None);
         }
         st.start_failures += 1;
-        if st.start_failures < START_FAILURES_TO_PAUSE || st.launches_paused.is_some() {
-            return None;
+        if st.start_failures < START_FAILURES_TO_PAUSE {
+            return (None, None);
+        }
+        st.launches_paused_until = Some(now_secs() + cooldown.max(1));
+        if st.launches_paused.is_some() {
+            return (None, None);
         }
         let why = format!(
             "the agent failed to start {} times in a row (last: {})",
@@ -490,15 +501,21 @@ fn count_start_failures(ctx: &Ctx, never_started: bool, result: &Result<(), Laun
                 .unwrap_or_default()
         );
         st.launches_paused = Some(why.clone());
-        Some(why)
+        (Some(why), None)
     });
     if let Some(why) = paused_now {
-        log::error!(
-            "{why}; dispatching paused until the config is reloaded or the daemon restarts"
+        let msg = format!(
+            "{why}; dispatching paused (one launch tries again every {}); check agent.command",
+            ctx.config().dispatcher.cooldown
         );
+        log::error!("{msg}");
+        ctx.notify(Notice::new("dispatch_paused", msg));
+    }
+    if resumed.is_some() {
+        log::info!("the agent starts again; dispatching resumed");
         ctx.notify(Notice::new(
             "dispatch_paused",
-            format!("{why}; dispatching paused until the config is reloaded or the daemon restarts (check agent.command)"),
+            "the agent starts again; dispatching resumed".to_string(),
         ));
     }
 }

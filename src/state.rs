@@ -276,9 +276,12 @@ pub struct State {
     pub dispatch_paused: Option<String>,
     pub paused_until: Option<u64>,
     /// Why launching is held: the agent failed to start several times in
-    /// a row (its command is broken); until a reload or a restart.
+    /// a row (its command is broken), and until when (then one launch tries
+    /// again).
     #[serde(skip)]
     pub launches_paused: Option<String>,
+    #[serde(skip)]
+    pub launches_paused_until: Option<u64>,
     /// Launches in a row whose agent never came up.
     #[serde(skip)]
     pub start_failures: u32,

@@ -541,7 +541,13 @@ fn item_13_a_broken_agent_command_pauses_dispatch_instead_of_failing_tasks() {
     wait_for("one notice", T, || {
         !s.server.notices("dispatch_paused").is_empty()
     });
+    // After the cooldown one launch tries again; failing, it says nothing new.
+    let failed = d.ctx.state().metrics.launches_failed;
+    wait_for("a later try", T, || {
+        d.ctx.state().metrics.launches_failed > failed
+    });
     assert_eq!(s.server.notices("dispatch_paused").len(), 1);
+    assert!(s.env.files(0, "failed").is_empty());
     stop(d);
 }
 
