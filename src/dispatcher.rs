@@ -4,7 +4,7 @@
 //! launch runs on its own short-lived thread so a slow agent never stalls
 //! dispatching elsewhere, and reports back with `DispatchMsg::Launched`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,8 +16,9 @@ use crate::fswatch::{FsEvent, FsWatch};
 use crate::launch::{self, Conversation, Launch, LaunchError};
 use crate::lifecycle::{self, Event};
 use crate::notice::Notice;
+use crate::queue_index::QueueIndex;
 use crate::state::{SessionKind, State, TaskRef};
-use crate::task::{Queue, Task, TaskError};
+use crate::task::{Queue, Task};
 use crate::timefmt::now_secs;
 
 /// How long to wait after a change under `projects_dir` before looking for
@@ -44,11 +45,20 @@ pub fn ensure_sessions(ctx: &Ctx) {
             (s.name.clone(), s.kind, transcript)
         })
         .collect();
+    // One question for every session at once, then only what is missing.
+    let panes = ctx.tmux.panes().unwrap_or_else(|e| {
+        log::error!("cannot list tmux panes: {e}");
+        Default::default()
+    });
     for (name, kind, transcript_exists) in sessions {
-        let exists = ctx.tmux.has_session(&name);
+        let pane = panes.get(&name);
+        let mut exists = pane.is_some();
         if !exists && kind == SessionKind::Autonomous {
             match ctx.tmux.new_session(&name, &home) {
-                Ok(()) => log::info!("created tmux session {name}"),
+                Ok(()) => {
+                    log::info!("created tmux session {name}");
+                    exists = true;
+                }
                 Err(e) => log::error!("cannot create tmux session {name}: {e}"),
             }
         } else if kind == SessionKind::Autonomous {
@@ -57,8 +67,8 @@ pub fn ensure_sessions(ctx: &Ctx) {
             }
         }
         let ev = Event::Restarted {
-            alive: ctx.tmux.agent_pid(&name).is_some(),
-            exists: exists || ctx.tmux.has_session(&name),
+            alive: pane.is_some_and(|p| p.has_agent() && p.pid.is_some()),
+            exists,
             transcript_exists,
         };
         lifecycle::handle(ctx, &name, ev);
@@ -73,10 +83,15 @@ pub fn run(ctx: Arc<Ctx>, rx: Receiver<DispatchMsg>) {
             (None, crossbeam_channel::never())
         }
     };
-    let mut watched_root: Option<PathBuf> = None;
-    let mut unclaimable = Unclaimable::new();
-    discover(&ctx, watch.as_mut(), &mut watched_root);
-    dispatch_round(&ctx, &mut unclaimable);
+    let mut q = Queues {
+        watch: watch.take(),
+        watched_root: None,
+        index: QueueIndex::default(),
+        unwatched: 0,
+        unclaimable: Unclaimable::new(),
+    };
+    q.rescan(&ctx);
+    dispatch_round(&ctx, &mut q);
     let mut next_scan = Instant::now() + ctx.config().dispatcher.scan_interval.get();
     let mut discover_at: Option<Instant> = None;
     loop {
@@ -90,11 +105,15 @@ pub fn run(ctx: Arc<Ctx>, rx: Receiver<DispatchMsg>) {
             recv(ctx.stop) -> _ => return,
             recv(fs_rx) -> ev => match ev {
                 Ok(FsEvent::Changed { dir, name }) => {
-                    if watched_root.as_deref() == Some(dir.as_path()) {
+                    if q.watched_root.as_deref() == Some(dir.as_path()) {
                         discover_at.get_or_insert(Instant::now() + DISCOVER_DELAY);
                     } else if dir.file_name().is_some_and(|n| n == "inbox") {
-                        if name.to_str().is_some_and(crate::task::is_task_name) {
-                            dispatch_round(&ctx, &mut unclaimable);
+                        if let (Some(name), Some(project)) = (
+                            name.to_str().filter(|n| crate::task::is_task_name(n)),
+                            dir.parent().and_then(Path::parent),
+                        ) {
+                            q.index.changed(project, name);
+                            dispatch_round(&ctx, &mut q);
                         }
                     } else {
                         // A project folder or its .agent-queue got a child.
@@ -109,35 +128,35 @@ pub fn run(ctx: Arc<Ctx>, rx: Receiver<DispatchMsg>) {
                 }
                 Ok(FsEvent::Overflow) => {
                     log::warn!("inotify queue overflowed; rescanning every inbox");
-                    discover(&ctx, watch.as_mut(), &mut watched_root);
-                    dispatch_round(&ctx, &mut unclaimable);
+                    q.rescan(&ctx);
+                    dispatch_round(&ctx, &mut q);
                 }
                 Err(_) => return,
             },
             recv(rx) -> msg => match msg {
-                Ok(DispatchMsg::SessionFree(_)) => dispatch_round(&ctx, &mut unclaimable),
+                Ok(DispatchMsg::SessionFree(_)) => dispatch_round(&ctx, &mut q),
                 Ok(DispatchMsg::Scan) => {
-                    discover(&ctx, watch.as_mut(), &mut watched_root);
-                    dispatch_round(&ctx, &mut unclaimable);
+                    q.rescan(&ctx);
+                    dispatch_round(&ctx, &mut q);
                 }
                 Ok(DispatchMsg::Launched(outcome)) => {
                     finish_launch(&ctx, outcome);
-                    dispatch_round(&ctx, &mut unclaimable);
+                    dispatch_round(&ctx, &mut q);
                 }
                 Err(_) => return,
             },
             default(timeout) => {
                 if discover_at.is_some_and(|d| Instant::now() >= d) {
                     discover_at = None;
-                    discover(&ctx, watch.as_mut(), &mut watched_root);
-                    dispatch_round(&ctx, &mut unclaimable);
+                    q.discover(&ctx);
+                    dispatch_round(&ctx, &mut q);
                 }
                 if rested.is_some_and(|r| Instant::now() >= r) {
-                    dispatch_round(&ctx, &mut unclaimable);
+                    dispatch_round(&ctx, &mut q);
                 }
                 if Instant::now() >= next_scan {
-                    discover(&ctx, watch.as_mut(), &mut watched_root);
-                    dispatch_round(&ctx, &mut unclaimable);
+                    q.rescan(&ctx);
+                    dispatch_round(&ctx, &mut q);
                     next_scan = Instant::now() + ctx.config().dispatcher.scan_interval.get();
                 }
             }
@@ -160,47 +179,88 @@ fn cooldown_end(ctx: &Ctx) -> Option<Instant> {
     Some(Instant::now() + Duration::from_secs(until - now))
 }
 
-/// Adds inotify watches for every project's inbox (creating the inbox of a
-/// configured project) and for `projects_dir` and its children.
-fn discover(ctx: &Ctx, watch: Option<&mut FsWatch>, watched_root: &mut Option<PathBuf>) {
-    let cfg = ctx.config();
-    let Some(watch) = watch else { return };
-    for p in cfg.project_list() {
-        let inbox = Queue::new(&p).inbox();
-        // A project folder that is gone (removed under a running task) is
-        // not made again: only its missing inbox is.
-        if p.is_dir() && !inbox.is_dir() {
-            if let Err(e) = std::fs::create_dir_all(&inbox) {
-                log::warn!("cannot create {}: {e}", inbox.display());
+/// What the dispatcher keeps of the queues: the inotify watches and the
+/// index of pending tasks they keep current.
+struct Queues {
+    watch: Option<FsWatch>,
+    watched_root: Option<PathBuf>,
+    index: QueueIndex,
+    /// Projects whose inbox could not be watched, as last reported.
+    unwatched: usize,
+    unclaimable: Unclaimable,
+}
+
+impl Queues {
+    /// Finds the projects, adds inotify watches for every inbox (creating
+    /// the inbox of a configured project) and for `projects_dir` and its
+    /// children, and tells the index which projects there are.
+    fn discover(&mut self, ctx: &Ctx) {
+        let cfg = ctx.config();
+        let projects = cfg.project_list();
+        self.index.set_projects(&projects);
+        let Some(watch) = self.watch.as_mut() else {
+            return;
+        };
+        let mut unwatched = 0;
+        let mut last_error = None;
+        for p in &projects {
+            let inbox = Queue::new(p).inbox();
+            // A project folder that is gone (removed under a running task)
+            // is not made again: only its missing inbox is.
+            if watch.is_watched(&inbox) || !p.is_dir() {
                 continue;
             }
+            let made = if !inbox.is_dir() {
+                std::fs::create_dir_all(&inbox)
+            } else {
+                Ok(())
+            };
+            match made.and_then(|()| watch.watch(&inbox)) {
+                Ok(()) => self.index.relist(p),
+                Err(e) => {
+                    unwatched += 1;
+                    last_error = Some(e);
+                }
+            }
         }
-        if !watch.is_watched(&inbox) {
-            if let Err(e) = watch.watch(&inbox) {
-                log::warn!("cannot watch {}: {e}", inbox.display());
+        if unwatched != self.unwatched {
+            self.unwatched = unwatched;
+            if let Some(e) = last_error {
+                log::warn!(
+                    "{unwatched} of {} projects could not be watched ({e}); their tasks start only at each rescan (dispatcher.scan_interval); raise the limit with: sysctl fs.inotify.max_user_watches=N",
+                    projects.len()
+                );
+            }
+        }
+        if let Some(root) = &cfg.projects_dir {
+            if !watch.is_watched(root) {
+                match watch.watch(root) {
+                    Ok(()) => self.watched_root = Some(root.clone()),
+                    Err(e) => log::warn!("cannot watch {}: {e}", root.display()),
+                }
+            }
+            // New project folders get their .agent-queue later: watch them too.
+            if let Ok(rd) = std::fs::read_dir(root) {
+                for e in rd.filter_map(Result::ok) {
+                    let p = e.path();
+                    if p.is_dir() && !p.join(".agent-queue").is_dir() && !watch.is_watched(&p) {
+                        let _ = watch.watch(&p);
+                    }
+                    let aq = p.join(".agent-queue");
+                    if aq.is_dir() && !aq.join("inbox").is_dir() && !watch.is_watched(&aq) {
+                        let _ = watch.watch(&aq);
+                    }
+                }
             }
         }
     }
-    if let Some(root) = &cfg.projects_dir {
-        if !watch.is_watched(root) {
-            match watch.watch(root) {
-                Ok(()) => *watched_root = Some(root.clone()),
-                Err(e) => log::warn!("cannot watch {}: {e}", root.display()),
-            }
-        }
-        // New project folders get their .agent-queue later: watch them too.
-        if let Ok(rd) = std::fs::read_dir(root) {
-            for e in rd.filter_map(Result::ok) {
-                let p = e.path();
-                if p.is_dir() && !p.join(".agent-queue").is_dir() && !watch.is_watched(&p) {
-                    let _ = watch.watch(&p);
-                }
-                let aq = p.join(".agent-queue");
-                if aq.is_dir() && !aq.join("inbox").is_dir() && !watch.is_watched(&aq) {
-                    let _ = watch.watch(&aq);
-                }
-            }
-        }
+
+    /// The full rescan: discovery, then every inbox listed again against
+    /// the index (files re-read only when they changed).
+    fn rescan(&mut self, ctx: &Ctx) {
+        self.discover(ctx);
+        self.index.relist_all();
+        refresh(ctx, &mut self.index, false);
     }
 }
 
@@ -208,43 +268,31 @@ fn discover(ctx: &Ctx, watch: Option<&mut FsWatch>, watched_root: &mut Option<Pa
 /// Files that are not tasks go to `failed/` (unless `dry_run`), reported in
 /// the second list.
 pub fn pending_tasks(cfg: &Config, dry_run: bool) -> (Vec<Task>, Vec<(PathBuf, String, String)>) {
-    let mut tasks = Vec::new();
-    let mut bad = Vec::new();
-    for project in cfg.project_list() {
-        let q = Queue::new(&project);
-        let names = match q.pending_names() {
-            Ok(n) => n,
-            Err(e) => {
-                log::warn!("cannot read {}: {e}", q.inbox().display());
-                continue;
-            }
-        };
-        for name in names {
-            match q.load(&name) {
-                Ok(t) => tasks.push(t),
-                Err(e) if e.is_task_fault() => {
-                    let reason = format!("{name} {e}");
-                    if !dry_run {
-                        if let Err(m) = q.fail(&name, false, &reason) {
-                            log::error!("cannot move {name} to failed/: {m}");
-                        }
-                    }
-                    bad.push((project.clone(), name, reason));
-                }
-                Err(TaskError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => log::warn!("skipping {name} in {}: {e}", project.display()),
-            }
-        }
+    let mut ix = QueueIndex::default();
+    ix.set_projects(&cfg.project_list());
+    let bad = ix
+        .refresh(dry_run)
+        .into_iter()
+        .map(|b| (b.project, b.name, b.reason))
+        .collect();
+    (ix.ordered().cloned().collect(), bad)
+}
+
+/// Brings the index up to date; files that are not tasks went to `failed/`
+/// (unless `dry_run`) and are reported.
+fn refresh(ctx: &Ctx, index: &mut QueueIndex, dry_run: bool) {
+    let bad = index.refresh(dry_run);
+    if dry_run {
+        return;
     }
-    tasks.sort_by(|a, b| {
-        (a.meta.priority, a.mtime, &a.project, &a.name).cmp(&(
-            b.meta.priority,
-            b.mtime,
-            &b.project,
-            &b.name,
-        ))
-    });
-    (tasks, bad)
+    for b in bad {
+        ctx.state().metrics.tasks_failed += 1;
+        ctx.notify(
+            Notice::new("task_failed", format!("{}; moved to failed/", b.reason))
+                .field("task", b.name)
+                .field("project", b.project.display().to_string()),
+        );
+    }
 }
 
 /// Free sessions in pool order.
@@ -256,14 +304,24 @@ fn free_sessions(st: &State, cfg: &Config) -> Vec<String> {
         .collect()
 }
 
-/// The plan: which task goes to which session, in order.
+/// The plan: which task goes to which session, in order, read from the
+/// inboxes now (`scan`, `scan --dry-run`).
 pub fn plan(ctx: &Ctx, dry_run: bool) -> Vec<(String, Task)> {
-    let (free, tasks) = candidates(ctx, dry_run);
+    let mut ix = QueueIndex::default();
+    ix.set_projects(&ctx.config().project_list());
+    let (free, tasks) = candidates(ctx, &mut ix, dry_run, 0);
     free.into_iter().zip(tasks).collect()
 }
 
-/// Free sessions in pool order and pending tasks in dispatch order.
-fn candidates(ctx: &Ctx, dry_run: bool) -> (Vec<String>, Vec<Task>) {
+/// Free sessions in pool order and, from the index (brought up to date
+/// first), the first pending tasks in dispatch order: one per session and
+/// `spare` more.
+fn candidates(
+    ctx: &Ctx,
+    index: &mut QueueIndex,
+    dry_run: bool,
+    spare: usize,
+) -> (Vec<String>, Vec<Task>) {
     let cfg = ctx.config();
     let (paused, free) = {
         let st = ctx.state();
@@ -274,17 +332,8 @@ fn candidates(ctx: &Ctx, dry_run: bool) -> (Vec<String>, Vec<Task>) {
     if paused || free.is_empty() {
         return (Vec::new(), Vec::new());
     }
-    let (tasks, bad) = pending_tasks(&cfg, dry_run);
-    if !dry_run {
-        for (project, name, reason) in bad {
-            ctx.state().metrics.tasks_failed += 1;
-            ctx.notify(
-                Notice::new("task_failed", format!("{reason}; moved to failed/"))
-                    .field("task", name)
-                    .field("project", project.display().to_string()),
-            );
-        }
-    }
+    refresh(ctx, index, dry_run);
+    let tasks = index.ordered().take(free.len() + spare).cloned().collect();
     (free, tasks)
 }
 
@@ -292,26 +341,37 @@ fn candidates(ctx: &Ctx, dry_run: bool) -> (Vec<String>, Vec<Task>) {
 type Unclaimable = std::collections::HashSet<PathBuf>;
 
 /// Gives pending tasks to free sessions; each launch runs on its own thread.
-fn dispatch_round(ctx: &Arc<Ctx>, unclaimable: &mut Unclaimable) {
-    let (free, tasks) = candidates(ctx, false);
-    let mut tasks = tasks.into_iter();
-    for session in free {
-        let Some((task, tref)) = claim_next(ctx, &session, &mut tasks, unclaimable) else {
-            break;
-        };
-        let c = ctx.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("launch-{session}"))
-            .spawn(move || {
-                let result = launch_task(&c, &session, &task, &tref);
-                let _ = c.to_dispatcher.send(DispatchMsg::Launched(LaunchOutcome {
-                    session,
-                    task: tref,
-                    result,
-                }));
-            });
-        if let Err(e) = spawned {
-            log::error!("cannot start a launch thread: {e}");
+fn dispatch_round(ctx: &Arc<Ctx>, q: &mut Queues) {
+    // Files that cannot be claimed stay first in line: one more candidate
+    // each. One newly found among them means another pass, for the
+    // sessions it left free.
+    loop {
+        let skipped = q.unclaimable.len();
+        let (free, tasks) = candidates(ctx, &mut q.index, false, skipped);
+        let mut tasks = tasks.into_iter();
+        for session in free {
+            let Some((task, tref)) =
+                claim_next(ctx, &session, &mut tasks, &mut q.unclaimable, &mut q.index)
+            else {
+                break;
+            };
+            let c = ctx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("launch-{session}"))
+                .spawn(move || {
+                    let result = launch_task(&c, &session, &task, &tref);
+                    let _ = c.to_dispatcher.send(DispatchMsg::Launched(LaunchOutcome {
+                        session,
+                        task: tref,
+                        result,
+                    }));
+                });
+            if let Err(e) = spawned {
+                log::error!("cannot start a launch thread: {e}");
+            }
+        }
+        if q.unclaimable.len() == skipped {
+            return;
         }
     }
 }
@@ -324,15 +384,19 @@ fn claim_next(
     session: &str,
     tasks: &mut impl Iterator<Item = Task>,
     unclaimable: &mut Unclaimable,
+    index: &mut QueueIndex,
 ) -> Option<(Task, TaskRef)> {
     for mut task in tasks {
         match claim(ctx, session, &task) {
             Ok(tref) => {
+                index.remove(&task.project, &task.name);
                 task.name = tref.name.clone();
                 return Some((task, tref));
             }
             // Taken or removed meanwhile.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                index.remove(&task.project, &task.name);
+            }
             Err(e) => {
                 if unclaimable.insert(task.project.join(&task.name)) {
                     log::warn!(
@@ -523,11 +587,16 @@ fn count_start_failures(ctx: &Ctx, never_started: bool, result: &Result<(), Laun
 /// `scan`: one dispatch round in the foreground; returns what was started.
 pub fn scan_once(ctx: &Arc<Ctx>) -> Vec<(String, String, Result<(), String>)> {
     let mut out = Vec::new();
-    let (free, tasks) = candidates(ctx, false);
+    let mut index = QueueIndex::default();
+    index.set_projects(&ctx.config().project_list());
+    // Every pending task may be needed: any of them may be unclaimable.
+    let (free, tasks) = candidates(ctx, &mut index, false, usize::MAX / 2);
     let mut tasks = tasks.into_iter();
     let mut unclaimable = Unclaimable::new();
     for session in free {
-        let Some((task, tref)) = claim_next(ctx, &session, &mut tasks, &mut unclaimable) else {
+        let Some((task, tref)) =
+            claim_next(ctx, &session, &mut tasks, &mut unclaimable, &mut index)
+        else {
             break;
         };
         let result = launch_task(ctx, &session, &task, &tref);

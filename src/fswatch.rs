@@ -2,6 +2,7 @@
 //! inotify fd and a wake-up socket, and forwards events on a channel. Idle
 //! means blocked in the kernel, not polling on a timer.
 
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
@@ -24,9 +25,26 @@ pub enum FsEvent {
     Overflow,
 }
 
+/// The watched folders, both ways: the reader resolves an event's
+/// descriptor, discovery asks whether a folder is watched (thousands of
+/// projects: hashed, not scanned).
+#[derive(Default)]
+struct Dirs {
+    by_wd: HashMap<WatchDescriptor, PathBuf>,
+    watched: HashSet<PathBuf>,
+}
+
+impl Dirs {
+    fn forget(&mut self, wd: &WatchDescriptor) -> Option<PathBuf> {
+        let dir = self.by_wd.remove(wd)?;
+        self.watched.remove(&dir);
+        Some(dir)
+    }
+}
+
 pub struct FsWatch {
     watches: Watches,
-    dirs: Arc<Mutex<Vec<(WatchDescriptor, PathBuf)>>>,
+    dirs: Arc<Mutex<Dirs>>,
     wake: UnixStream,
     reader: Option<JoinHandle<()>>,
 }
@@ -36,7 +54,7 @@ impl FsWatch {
         let inotify = Inotify::init()?;
         let watches = inotify.watches();
         let (wake, wake_rx) = UnixStream::pair()?;
-        let dirs: Arc<Mutex<Vec<(WatchDescriptor, PathBuf)>>> = Arc::default();
+        let dirs: Arc<Mutex<Dirs>> = Arc::default();
         let (tx, rx) = unbounded();
         let d = dirs.clone();
         let reader = std::thread::Builder::new()
@@ -65,8 +83,9 @@ impl FsWatch {
             | WatchMask::ONLYDIR;
         let wd = self.watches.add(dir, mask)?;
         let mut dirs = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
-        dirs.retain(|(w, _)| w != &wd);
-        dirs.push((wd, dir.to_path_buf()));
+        dirs.forget(&wd);
+        dirs.by_wd.insert(wd, dir.to_path_buf());
+        dirs.watched.insert(dir.to_path_buf());
         Ok(())
     }
 
@@ -74,8 +93,8 @@ impl FsWatch {
         self.dirs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .any(|(_, d)| d == dir)
+            .watched
+            .contains(dir)
     }
 }
 
@@ -88,12 +107,7 @@ impl Drop for FsWatch {
     }
 }
 
-fn read_loop(
-    mut inotify: Inotify,
-    wake: UnixStream,
-    dirs: Arc<Mutex<Vec<(WatchDescriptor, PathBuf)>>>,
-    tx: Sender<FsEvent>,
-) {
+fn read_loop(mut inotify: Inotify, wake: UnixStream, dirs: Arc<Mutex<Dirs>>, tx: Sender<FsEvent>) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut fds = [
         libc::pollfd {
@@ -134,9 +148,7 @@ fn read_loop(
             } else {
                 let dir = {
                     let dirs = dirs.lock().unwrap_or_else(|e| e.into_inner());
-                    dirs.iter()
-                        .find(|(w, _)| *w == ev.wd)
-                        .map(|(_, d)| d.clone())
+                    dirs.by_wd.get(&ev.wd).cloned()
                 };
                 let Some(dir) = dir else { continue };
                 if ev
@@ -145,7 +157,7 @@ fn read_loop(
                 {
                     dirs.lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .retain(|(w, _)| *w != ev.wd);
+                        .forget(&ev.wd);
                     FsEvent::DirGone(dir)
                 } else if ev.mask.contains(EventMask::CREATE) && !ev.mask.contains(EventMask::ISDIR)
                 {

@@ -7,6 +7,7 @@
 //! channels between them, one `Mutex<State>` (see `bus::Ctx`).
 
 pub mod account;
+pub mod agent_exit;
 pub mod args;
 pub mod bus;
 pub mod checkpoint;
@@ -33,15 +34,18 @@ pub mod notice;
 pub mod notify;
 pub mod plan;
 pub mod probe;
+pub mod queue_index;
 pub mod quota;
 pub mod state;
 pub mod status;
+pub mod stop;
 pub mod strict;
 pub mod systemd;
 pub mod task;
 pub mod taskcmd;
 pub mod timefmt;
 pub mod tmux;
+pub mod tmux_control;
 pub mod transcripts;
 pub mod watcher;
 pub mod webhook;

@@ -1,5 +1,7 @@
-//! tmux, driven through `std::process::Command` and nothing else: no shell
-//! ever sees a session name, path or message. Everything a launch needs is
+//! tmux, driven through one long-lived control-mode client
+//! (`tmux_control`) and, when there is none (no server yet), through
+//! `std::process::Command`: no shell ever sees a session name, path or
+//! message. Everything a launch needs is
 //! here: sessions, respawning a pane with an argv, reading the screen,
 //! typing into it.
 //!
@@ -8,10 +10,13 @@
 //! check and the paste. Text goes in with `send-keys -l`, wrapped in the
 //! bracketed-paste markers, which is harmless on a dead pane.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use crate::tmux_control::{Answer, Control};
 
 /// The size of the daemon's sessions. What it reads off the screen needs
 /// room: below about 14 rows claude's limit menu pushes the limit line off
@@ -67,20 +72,57 @@ impl PaneInfo {
 #[derive(Debug, Clone)]
 pub struct Tmux {
     socket: Option<PathBuf>,
+    control: Arc<Control>,
 }
+
+/// Commands that only read: one whose control client was lost is asked
+/// again as a process. Any other may have run already.
+const READS: &[&str] = &[
+    "capture-pane",
+    "display-message",
+    "list-panes",
+    "list-sessions",
+    "has-session",
+];
 
 impl Tmux {
     pub fn new(socket: Option<PathBuf>) -> Tmux {
-        Tmux { socket }
+        Tmux {
+            control: Arc::new(Control::new(socket.clone())),
+            socket,
+        }
     }
 
-    fn cmd(&self) -> Command {
+    /// One tmux command: its output, or its error text. In the control
+    /// client when there is one, else as a process.
+    fn exec<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<std::result::Result<String, String>> {
+        match self.control.run(args) {
+            Some(Answer::Ok(out)) => return Ok(Ok(out)),
+            Some(Answer::Err(e)) => return Ok(Err(e)),
+            Some(Answer::Lost(e)) => {
+                let read = args
+                    .first()
+                    .is_some_and(|c| READS.iter().any(|r| c.as_ref() == OsStr::new(r)));
+                if !read {
+                    return Err(TmuxError::Failed(e));
+                }
+            }
+            None => {}
+        }
         let mut c = Command::new("tmux");
         if let Some(s) = &self.socket {
             c.arg("-S").arg(s);
         }
-        c.stdin(Stdio::null());
-        c
+        let out = c
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| TmuxError::Failed(format!("cannot run tmux: {e}")))?;
+        Ok(if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        })
     }
 
     /// Runs tmux with `args`, returning stdout.
@@ -89,27 +131,21 @@ impl Tmux {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let out = self
-            .cmd()
-            .args(args)
-            .output()
-            .map_err(|e| TmuxError::Failed(format!("cannot run tmux: {e}")))?;
-        if out.status.success() {
-            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
-        }
-        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        if err.contains("can't find")
-            || err.contains("no server running")
-            || err.contains("error connecting")
-            || err.contains("no current")
-            || err.contains("session not found")
-            || err.contains("no such session")
-            || err.contains("no such window")
-        {
-            Err(TmuxError::Gone(err))
-        } else {
-            Err(TmuxError::Failed(err))
-        }
+        let args: Vec<S> = args.into_iter().collect();
+        self.exec(&args)?.map_err(|err| {
+            if err.contains("can't find")
+                || err.contains("no server running")
+                || err.contains("error connecting")
+                || err.contains("no current")
+                || err.contains("session not found")
+                || err.contains("no such session")
+                || err.contains("no such window")
+            {
+                TmuxError::Gone(err)
+            } else {
+                TmuxError::Failed(err)
+            }
+        })
     }
 
     /// `=NAME` matches the session name exactly (no prefix matching).
@@ -130,12 +166,17 @@ impl Tmux {
     /// `remain-on-exit` so the daemon sees an agent end instead of losing
     /// the pane.
     pub fn new_session(&self, name: &str, cwd: &Path) -> Result<()> {
-        let cwd_arg = cwd.as_os_str();
-        let mut c = self.cmd();
         let (x, y) = (COLUMNS.to_string(), ROWS.to_string());
-        c.args(["new-session", "-d", "-s", name, "-x", &x, "-y", &y, "-c"])
-            .arg(cwd_arg);
-        run_cmd(c)?;
+        let args = ["new-session", "-d", "-s", name, "-x", &x, "-y", &y, "-c"];
+        let mut args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        args.push(cwd.as_os_str());
+        match self.run(args) {
+            // Someone (an earlier run, the operator) created it: that is fine.
+            Err(TmuxError::Failed(e)) if e.contains("duplicate session") => {}
+            r => {
+                r?;
+            }
+        }
         self.run([
             "set-option",
             "-w",
@@ -186,17 +227,20 @@ impl Tmux {
                 "respawn needs at least two argv words".into(),
             ));
         }
-        let mut c = self.cmd();
-        c.args(["respawn-pane", "-k", "-t", &Self::pane(name), "-c"])
-            .arg(cwd);
+        let mut args: Vec<OsString> = ["respawn-pane", "-k", "-t", &Self::pane(name), "-c"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        args.push(cwd.into());
         for (k, v) in env {
-            let mut kv = std::ffi::OsString::from(k);
+            let mut kv = OsString::from(k);
             kv.push("=");
             kv.push(v);
-            c.arg("-e").arg(kv);
+            args.extend([OsString::from("-e"), kv]);
         }
-        c.arg("--").args(argv);
-        run_cmd(c)?;
+        args.push("--".into());
+        args.extend(argv.iter().map(OsString::from));
+        self.run(args)?;
         // Keep the pane after the agent exits, also on sessions created by hand.
         let _ = self.run([
             "set-option",
@@ -318,25 +362,6 @@ impl Tmux {
             .ok()
             .filter(PaneInfo::has_agent)
             .and_then(|p| p.pid)
-    }
-}
-
-fn run_cmd(mut c: Command) -> Result<()> {
-    let out = c
-        .output()
-        .map_err(|e| TmuxError::Failed(format!("cannot run tmux: {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        if err.contains("duplicate session") {
-            // Someone (an earlier run, the operator) created it: that is fine.
-            return Ok(());
-        }
-        if err.contains("can't find") || err.contains("no server running") {
-            return Err(TmuxError::Gone(err));
-        }
-        Err(TmuxError::Failed(err))
     }
 }
 

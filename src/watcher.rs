@@ -175,15 +175,17 @@ impl Watcher {
         let cfg = ctx.config();
         if pane.dead {
             self.screens.remove(&s.name);
-            // Still the same launch, and still dead? (A new launch may have
-            // started since the snapshot.)
+            // Only a session with an agent to lose acts on a dead pane; then:
+            // still the same launch, and still dead? (A new launch may have
+            // started since the snapshot.) At rest nothing more is asked.
+            if !matches!(s.state, Working | WaitingInput | Limited | Stopping) {
+                return;
+            }
             let same = ctx.state().sessions.get(&s.name).is_some_and(|now| {
                 now.state == s.state
                     && now.task.as_ref().map(|t| &t.name) == s.task.as_ref().map(|t| &t.name)
             });
-            let still_dead = ctx.tmux.pane_info(&s.name).is_ok_and(|p| p.dead);
-            if same && still_dead && matches!(s.state, Working | WaitingInput | Limited | Stopping)
-            {
+            if same && ctx.tmux.pane_info(&s.name).is_ok_and(|p| p.dead) {
                 let why = format!(
                     "the agent exited (status {})",
                     pane.exit_status.map_or("unknown".into(), |c| c.to_string())

@@ -251,7 +251,7 @@ fn move_one(
     lifecycle::handle(ctx, name, Event::MoveBegin(mv));
     let from = from.unwrap_or_else(|| "?".into());
     let stopped = if autonomous || pane_is_agent(&ctx.tmux, name) {
-        launch::stop_agent(&ctx.tmux, name, cfg.failover.stop_timeout.get())
+        crate::stop::stop_agent(&ctx.tmux, name, cfg.failover.stop_timeout.get())
     } else {
         stop_in_shell(&ctx.tmux, name, cfg.failover.stop_timeout.get())
     };
@@ -398,15 +398,15 @@ fn foreground_pid(pane_pid: Option<u32>) -> Option<u32> {
     u32::try_from(tpgid).ok().filter(|p| *p > 0)
 }
 
-/// Stops an agent that runs in the operator's shell: Esc, `/exit`, then
-/// SIGTERM to the terminal's foreground process (never the shell, never
-/// SIGKILL). Done when the shell is in the foreground again.
+/// Stops an agent that runs in the operator's shell: the stop sequence,
+/// with SIGTERM to the terminal's foreground process (never the shell,
+/// never SIGKILL). Done when the shell is in the foreground again.
 fn stop_in_shell(tmux: &Tmux, name: &str, timeout: Duration) -> Result<(), String> {
-    let back = |tmux: &Tmux| {
+    let back = crate::stop::asking(|| {
         tmux.pane_info(name)
             .map_or(true, |p| p.dead || is_shell(&p.current_command))
-    };
-    let sigterm = |tmux: &Tmux| {
+    });
+    let sigterm = || {
         let Ok(info) = tmux.pane_info(name) else {
             return;
         };
@@ -414,7 +414,7 @@ fn stop_in_shell(tmux: &Tmux, name: &str, timeout: Duration) -> Result<(), Strin
             launch::sigterm(fg, name);
         }
     };
-    launch::stop_with(tmux, name, timeout, back, sigterm)
+    crate::stop::stop_with(tmux, name, timeout, back, sigterm)
 }
 
 #[cfg(test)]

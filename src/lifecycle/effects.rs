@@ -128,7 +128,7 @@ fn stop_in_background(ctx: &Ctx, name: &str) {
     let n = name.to_string();
     let spawned = std::thread::Builder::new()
         .name(format!("stop-{name}"))
-        .spawn(move || match launch::stop_agent(&tmux, &n, timeout) {
+        .spawn(move || match crate::stop::stop_agent(&tmux, &n, timeout) {
             Ok(()) => {
                 let _ = to_watcher.send(WatchMsg::Stopped(n));
             }
