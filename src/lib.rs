@@ -12,6 +12,7 @@ pub mod args;
 pub mod bus;
 pub mod checkpoint;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod control;
 pub mod conversation;

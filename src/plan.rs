@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
+use crate::config::Config;
+use crate::state::{SessionKind, SessionState, State};
+
 /// What the planner knows of one dispatchable session, in pool order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
@@ -160,6 +163,45 @@ pub fn assign(
             fate
         })
         .collect()
+}
+
+/// The autonomous pool as slots, in pool order. A session the state does
+/// not know yet is free: it is created before dispatching.
+pub fn slots(cfg: &Config, st: &State, now: u64) -> Vec<Slot> {
+    cfg.autonomous_names()
+        .into_iter()
+        .map(|name| {
+            let state = match st.sessions.get(&name) {
+                None => SlotState::Free,
+                Some(s) if s.is_free(now) => SlotState::Free,
+                Some(s) if s.kind == SessionKind::Autonomous && s.state == SessionState::Idle => {
+                    match s.cooldown_until {
+                        Some(t) if t > now => SlotState::Resting(t),
+                        _ => SlotState::Busy,
+                    }
+                }
+                Some(_) => SlotState::Busy,
+            };
+            Slot { name, state }
+        })
+        .collect()
+}
+
+/// The hold on dispatching the state records, if any.
+pub fn pause(st: &State) -> Option<Pause> {
+    st.dispatch_paused.as_ref().map(|reason| Pause {
+        reason: reason.clone(),
+        until: st.paused_until,
+    })
+}
+
+/// Tasks each project runs now, from the sessions that hold one.
+pub fn running(st: &State) -> HashMap<PathBuf, u32> {
+    let mut out = HashMap::new();
+    for t in st.sessions.values().filter_map(|s| s.task.as_ref()) {
+        *out.entry(t.project.clone()).or_insert(0) += 1;
+    }
+    out
 }
 
 #[cfg(test)]
