@@ -2,119 +2,23 @@
 //! Exit codes: 0 ok, 1 failure (one line on stderr), 2 usage error.
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::args::{Args, Cmd, USAGE};
 use crate::config::Config;
-
-const USAGE: &str = "\
-claude-failover: keeps a pool of Claude Code agents working in tmux
-
-Usage:
-  claude-failover run          [-c FILE]             the daemon, in the foreground
-  claude-failover scan         [-c FILE] [--dry-run] dispatch what is pending to free sessions once
-  claude-failover status       [-c FILE] [--json]    sessions, tasks, accounts, usage
-  claude-failover quota        [-c FILE] [--json]    poll every account's usage now
-  claude-failover failover     [-c FILE] [--to NAME] ask the running daemon to switch accounts
-  claude-failover check-config [-c FILE]             validate the config
-  claude-failover hook install DIR [-c FILE]         deploy the guard into a project
-  claude-failover hook check   [--tool T] [CMD|-]    run the guard on a command or a PreToolUse JSON
-  claude-failover systemd-unit [-c FILE]             print a systemd unit for the daemon
-  claude-failover --help | --version
-
-Config: -c FILE, else $CLAUDE_FAILOVER_CONFIG, else ~/.config/claude-failover/config.yaml,
-else the embedded default (this directory as the one project, one session, account ~/.claude).
-Logs go to stderr; RUST_LOG sets the level (default info).
-";
-
-/// A parsed command line.
-#[derive(Debug, PartialEq)]
-enum Cmd {
-    Run,
-    Scan { dry_run: bool },
-    Status { json: bool },
-    Quota { json: bool },
-    Failover { to: Option<String> },
-    CheckConfig,
-    HookInstall { dir: PathBuf },
-    HookCheck { tool: String, arg: Option<String> },
-    SystemdUnit,
-    Help,
-    Version,
-}
-
-#[derive(Debug)]
-struct Args {
-    cmd: Cmd,
-    config: Option<PathBuf>,
-}
-
-fn parse(args: Vec<OsString>) -> Result<Args, lexopt::Error> {
-    use lexopt::prelude::*;
-    let mut p = lexopt::Parser::from_args(args);
-    let mut config = None;
-    let mut words: Vec<String> = Vec::new();
-    let (mut json, mut dry_run) = (false, false);
-    let mut to = None;
-    let mut tool = "Bash".to_string();
-    while let Some(arg) = p.next()? {
-        match arg {
-            Short('c') | Long("config") => config = Some(PathBuf::from(p.value()?)),
-            Long("json") => json = true,
-            Long("dry-run") => dry_run = true,
-            Long("to") => to = Some(p.value()?.string()?),
-            Long("tool") => tool = p.value()?.string()?,
-            Short('h') | Long("help") => {
-                return Ok(Args {
-                    cmd: Cmd::Help,
-                    config,
-                })
-            }
-            Short('V') | Long("version") => {
-                return Ok(Args {
-                    cmd: Cmd::Version,
-                    config,
-                })
-            }
-            Value(v) => words.push(v.string()?),
-            // `-` alone (stdin) arrives as Value; anything else is unknown.
-            _ => return Err(arg.unexpected()),
-        }
-    }
-    let w: Vec<&str> = words.iter().map(String::as_str).collect();
-    let cmd = match w.as_slice() {
-        ["run"] => Cmd::Run,
-        ["scan"] => Cmd::Scan { dry_run },
-        ["status"] => Cmd::Status { json },
-        ["quota"] => Cmd::Quota { json },
-        ["failover"] => Cmd::Failover { to },
-        ["check-config"] => Cmd::CheckConfig,
-        ["hook", "install", dir] => Cmd::HookInstall {
-            dir: PathBuf::from(dir),
-        },
-        ["hook", "check"] => Cmd::HookCheck { tool, arg: None },
-        ["hook", "check", rest @ ..] => Cmd::HookCheck {
-            tool,
-            arg: Some(rest.join(" ")),
-        },
-        ["systemd-unit"] => Cmd::SystemdUnit,
-        [] => return Err("no command given; try --help".into()),
-        other => return Err(format!("unknown command `{}`; try --help", other.join(" ")).into()),
-    };
-    Ok(Args { cmd, config })
-}
 
 /// Entry point for the binary; also callable from tests.
 pub fn main(args: Vec<OsString>) -> ExitCode {
-    let args = match parse(args) {
+    let args = match crate::args::parse(args) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("claude-failover: {e}");
             return ExitCode::from(2);
         }
     };
-    init_logging();
+    crate::logging::init();
     match run(args) {
         Ok(code) => code,
         Err(msg) => {
@@ -122,22 +26,6 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-fn init_logging() {
-    let env = env_logger::Env::default().default_filter_or("info");
-    let _ = env_logger::Builder::from_env(env)
-        .format(|buf, r| {
-            writeln!(
-                buf,
-                "{} {:<5} {}: {}",
-                crate::timefmt::rfc3339(crate::timefmt::now_secs()),
-                r.level(),
-                r.target().trim_start_matches("claude_failover::"),
-                r.args()
-            )
-        })
-        .try_init();
 }
 
 fn load(path: &Option<PathBuf>) -> Result<Config, String> {
@@ -154,15 +42,31 @@ fn run(args: Args) -> Result<ExitCode, String> {
             println!("claude-failover {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::CheckConfig => {
-            let c = load(&args.config)?;
-            println!("{}: ok", c.name());
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::CheckConfig => Ok(crate::commands::check_config(&load(&args.config)?)),
+        Cmd::Doctor { json } => Ok(crate::commands::doctor(&load(&args.config)?, json)),
         Cmd::Run => {
             let c = load(&args.config)?;
+            // Before any tmux session exists: a machine that cannot launch
+            // is told so, and left as it was.
+            for w in crate::doctor::preflight(&c)? {
+                log::warn!("{}", w.message);
+            }
             crate::daemon::run_foreground(c, args.config).map(|_| ExitCode::SUCCESS)
         }
+        Cmd::Add(a) => crate::commands::add(&load(&args.config)?, a),
+        Cmd::Retry { project, name } => {
+            crate::commands::retry(&load(&args.config)?, project.as_deref(), &name)
+        }
+        Cmd::Tasks { project, json } => {
+            let c = load(&args.config)?;
+            let only = project
+                .map(|p| crate::taskcmd::resolve_project(&c, Some(&p)))
+                .transpose()?;
+            let st = crate::commands::saved_state(&c);
+            print!("{}", crate::commands::tasks(&c, &st, only.as_deref(), json));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Reload => Err("PHASE2".into()),
         Cmd::Scan { dry_run } => scan(load(&args.config)?, dry_run),
         Cmd::Status { json } => crate::control::cli_status(&load(&args.config)?, json),
         Cmd::Quota { json } => crate::quota::cli_quota(&load(&args.config)?, json),
@@ -228,8 +132,21 @@ fn hook_check(tool: &str, arg: Option<String>) -> Result<ExitCode, String> {
 }
 
 /// `scan`: one dispatch round; refuses while a daemon holds the state dir.
+/// `--dry-run` reads the saved state without the lock and prints every
+/// pending task's fate, as `tasks` does.
 fn scan(cfg: Config, dry_run: bool) -> Result<ExitCode, String> {
     use crate::state::{state_path, State, StateLock};
+    if dry_run {
+        let st = crate::commands::saved_state(&cfg);
+        let fates = crate::commands::pending_fates(&cfg, &st, crate::timefmt::now_secs());
+        if fates.is_empty() {
+            println!("nothing pending");
+        }
+        for (task, fate) in &fates {
+            println!("{}", crate::commands::pending_line(task, fate));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let _lock = StateLock::acquire(&cfg.state_dir)
         .map_err(|e| format!("{e}; ask it with POST /scan instead"))?;
     let (mut state, warning) = State::load(&state_path(&cfg));
@@ -237,23 +154,7 @@ fn scan(cfg: Config, dry_run: bool) -> Result<ExitCode, String> {
         log::warn!("{w}");
     }
     state.reconcile(&cfg);
-    let (ctx, _inboxes, _stop) = crate::bus::Ctx::new(cfg, state);
-    if dry_run {
-        // Report which sessions exist or would be created, without touching tmux.
-        let plan = crate::dispatcher::dry_plan(&ctx);
-        if plan.is_empty() {
-            println!("nothing to dispatch");
-        }
-        for (session, task) in plan {
-            println!(
-                "{session}\t{}\t{}\t{}",
-                task.meta.priority.as_str(),
-                task.project.display(),
-                task.name
-            );
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
+    let (ctx, _inboxes, _stop) = crate::daemon::Ctx::new(cfg, state);
     std::fs::create_dir_all(ctx.config().events_dir()).map_err(|e| e.to_string())?;
     crate::dispatcher::ensure_sessions(&ctx);
     crate::dispatcher::requeue_orphans(&ctx);
@@ -276,44 +177,4 @@ fn scan(cfg: Config, dry_run: bool) -> Result<ExitCode, String> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn p(s: &str) -> Result<Cmd, String> {
-        parse(s.split_whitespace().map(OsString::from).collect())
-            .map(|a| a.cmd)
-            .map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn commands_parse() {
-        assert_eq!(p("run").unwrap(), Cmd::Run);
-        assert_eq!(p("scan --dry-run").unwrap(), Cmd::Scan { dry_run: true });
-        assert_eq!(
-            p("failover --to backup").unwrap(),
-            Cmd::Failover {
-                to: Some("backup".into())
-            }
-        );
-        assert_eq!(
-            p("hook check --tool Write /etc/x").unwrap(),
-            Cmd::HookCheck {
-                tool: "Write".into(),
-                arg: Some("/etc/x".into())
-            }
-        );
-        assert_eq!(
-            p("hook check -").unwrap(),
-            Cmd::HookCheck {
-                tool: "Bash".into(),
-                arg: Some("-".into())
-            }
-        );
-        assert!(p("frobnicate").is_err());
-        assert!(p("").is_err());
-        assert!(p("run --bogus").is_err());
-    }
 }

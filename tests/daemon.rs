@@ -719,13 +719,17 @@ fn scan_dry_run_prints_the_plan_in_order_and_starts_nothing() {
     let (code, out, err) = cli(&["scan", "--dry-run", "-c", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 2, "two free sessions, two tasks: {out}");
+    assert_eq!(lines.len(), 3, "every pending task, with its fate: {out}");
     assert!(
-        lines[0].starts_with("t-1\tcritical\t") && lines[0].ends_with("a-critical.md"),
+        lines[0].starts_with("critical ") && lines[0].contains("a-critical.md  would start in t-1"),
         "{out}"
     );
     assert!(
-        lines[1].starts_with("t-2\tdefault\t") && lines[1].ends_with("c-default.md"),
+        lines[1].starts_with("default ") && lines[1].contains("c-default.md  would start in t-2"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("low ") && lines[2].ends_with("b-low.md  waits: no free session"),
         "{out}"
     );
     assert_eq!(env.files(0, "inbox").len(), 3, "dry run moved something");
