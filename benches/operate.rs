@@ -47,6 +47,12 @@ fn main() {
         projects.push_str(&format!("  - '{}'\n", p.display()));
     }
     fs::create_dir_all(root.join("acct")).unwrap();
+    // `run` refuses to start without a login.
+    fs::write(
+        root.join("acct/.credentials.json"),
+        r#"{"claudeAiOauth":{"accessToken":"sk-ant-oat01-test","expiresAt":4102444800000}}"#,
+    )
+    .unwrap();
     let sock = root.join("tmux.sock");
     let cfg = root.join("config.yaml");
     fs::write(
