@@ -197,7 +197,9 @@ pub fn run_foreground(config: Config, config_path: Option<PathBuf>) -> Result<()
         let tick = watchdog.unwrap_or(Duration::from_secs(3600));
         crossbeam_channel::select! {
             recv(sig_rx) -> s => match s {
-                Ok(SIGHUP) => reload(&daemon.ctx, config_path.as_deref()),
+                Ok(SIGHUP) => {
+                    let _ = reload(&daemon.ctx, config_path.as_deref());
+                }
                 Ok(s) => {
                     log::info!("signal {s}: stopping (agents keep running in tmux)");
                     break;
@@ -225,25 +227,32 @@ pub fn run_foreground(config: Config, config_path: Option<PathBuf>) -> Result<()
     Ok(())
 }
 
-/// Re-reads the config from where it came from. An invalid file is refused
-/// and the running config kept.
-pub fn reload(ctx: &Ctx, path: Option<&std::path::Path>) {
+/// Re-reads the config from where it came from (SIGHUP, `POST /reload`).
+/// A file `run` would refuse is refused, the running config kept, and the
+/// reason returned; on success, what was loaded.
+pub fn reload(ctx: &Ctx, path: Option<&std::path::Path>) -> Result<String, String> {
+    // A SIGHUP and a POST at once apply one after the other.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let old = ctx.config();
     let path = path.map(PathBuf::from).or_else(|| old.source.clone());
-    let new = match Config::locate(path.as_deref()) {
+    let checked = Config::locate(path.as_deref())
+        .map_err(|e| e.to_string())
+        .and_then(|c| crate::doctor::paths_gate(&c).map(|()| c));
+    let mut new = match checked {
         Ok(c) => c,
         Err(e) => {
             log::error!("reload refused, keeping the running config: {e}");
-            return;
+            return Err(e);
         }
     };
-    let mut new = new;
     if new.state_dir != old.state_dir || new.tmux.socket != old.tmux.socket {
         log::warn!("state_dir and tmux.socket changes need a restart; keeping the old values");
         new.state_dir = old.state_dir.clone();
         new.tmux.socket = old.tmux.socket.clone();
     }
-    log::info!("reloaded {}", new.name());
+    let name = new.name();
+    log::info!("reloaded {name}");
     let held = ctx.update(|st| {
         st.reconcile(&new);
         // A new config (a fixed agent.command) gets its launches again.
@@ -257,4 +266,5 @@ pub fn reload(ctx: &Ctx, path: Option<&std::path::Path>) {
     ctx.set_config(new);
     crate::dispatcher::ensure_sessions(ctx);
     let _ = ctx.to_dispatcher.send(DispatchMsg::Scan);
+    Ok(name)
 }

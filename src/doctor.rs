@@ -98,6 +98,19 @@ pub fn preflight(cfg: &Config) -> Result<Vec<Finding>, String> {
         .collect())
 }
 
+/// What a config must name that exists (its projects, its accounts' config
+/// dirs): `run` and a reload refuse a config that misses one.
+pub fn paths_gate(cfg: &Config) -> Result<(), String> {
+    let missing = projects(cfg, Scope::Launch)
+        .into_iter()
+        .chain(accounts(cfg, Scope::Launch))
+        .find(|f| f.level == Level::Fail && f.message.contains("does not exist"));
+    match missing {
+        Some(f) => Err(f.message),
+        None => Ok(()),
+    }
+}
+
 /// `ok    message` lines for a terminal.
 pub fn report(found: &[Finding]) -> String {
     found

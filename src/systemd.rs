@@ -82,11 +82,18 @@ pub fn unit(cfg: &Config) -> String {
         .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "claude-failover".into());
-    let mut exec = format!("{} run", quote(&exe));
-    if let Some(src) = &cfg.source {
-        let src = std::fs::canonicalize(src).unwrap_or_else(|_| src.clone());
-        exec.push_str(&format!(" -c {}", quote(&src.display().to_string())));
-    }
+    let config = cfg
+        .source
+        .as_ref()
+        .map(|src| {
+            let src = std::fs::canonicalize(src).unwrap_or_else(|_| src.clone());
+            format!(" -c {}", quote(&src.display().to_string()))
+        })
+        .unwrap_or_default();
+    let exec = format!("{} run{config}", quote(&exe));
+    // `reload` waits for the daemon's answer: a refused config makes
+    // `systemctl reload` fail with the reason, where a SIGHUP could not.
+    let reload = format!("{} reload{config}", quote(&exe));
     // The agents need what the operator's shell finds (tmux, claude, git,
     // node): a user manager's PATH is often minimal, so the current one is
     // written in.
@@ -111,7 +118,7 @@ StartLimitBurst=5
 Type=notify
 NotifyAccess=main
 ExecStart={exec}
-ExecReload=/bin/kill -HUP $MAINPID
+ExecReload={reload}
 Restart=on-failure
 RestartSec=5
 WatchdogSec=30

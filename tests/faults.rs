@@ -453,7 +453,7 @@ fn item_10_a_reload_of_an_emptied_config_is_refused() {
     let path = env.write_config();
     let d = Daemon::start(Config::load(&path).unwrap()).unwrap();
     fs::write(&path, "").unwrap();
-    claude_failover::daemon::reload(&d.ctx, None);
+    let _ = claude_failover::daemon::reload(&d.ctx, None);
     let cfg = d.ctx.config();
     assert_eq!(cfg.projects, env.projects, "the running config was kept");
     assert!(d.ctx.state().sessions.keys().all(|n| n.starts_with("t-")));

@@ -1135,7 +1135,7 @@ fn systemd_unit_is_a_notify_user_unit() {
         "WatchdogSec=30".into(),
         "Restart=on-failure".into(),
         format!("ExecStart={} run -c {}", exe.display(), cfg.display()),
-        "ExecReload=/bin/kill -HUP $MAINPID".into(),
+        format!("ExecReload={} reload -c {}", exe.display(), cfg.display()),
         "KillMode=process".into(),
         "NoNewPrivileges=yes".into(),
         "PrivateTmp=no".into(),
