@@ -111,6 +111,15 @@ pub fn render(st: &State, cfg: &Config, started: u64, queues: &[QueueDepth]) -> 
         let p = q.project.display().to_string();
         e.sample(&[("project", &p)], q.running as f64);
     }
+    e.family(
+        "tasks_in_flight",
+        "gauge",
+        "Tasks claimed by a session right now.",
+    )
+    .sample(
+        &[],
+        st.sessions.values().filter(|s| s.task.is_some()).count() as f64,
+    );
     e.family("sessions", "gauge", "Pool sessions by state.");
     for s in SessionState::ALL {
         let n = st.sessions.values().filter(|x| x.state == s).count();
@@ -162,6 +171,16 @@ pub fn render(st: &State, cfg: &Config, started: u64, queues: &[QueueDepth]) -> 
             "events_dropped_total",
             "Hook events dropped (unreadable, unknown or too many).",
             m.events_dropped,
+        ),
+        (
+            "notices_sent_total",
+            "Notices delivered to a sink (one per sink).",
+            m.notices_sent,
+        ),
+        (
+            "notices_failed_total",
+            "Notices a sink could not take after every retry.",
+            m.notices_failed,
         ),
         (
             "notices_dropped_total",
