@@ -62,11 +62,11 @@ fn run(args: Args) -> Result<ExitCode, String> {
             let only = project
                 .map(|p| crate::taskcmd::resolve_project(&c, Some(&p)))
                 .transpose()?;
-            let st = crate::commands::saved_state(&c);
+            let (st, _) = crate::state::read_saved(&c);
             print!("{}", crate::commands::tasks(&c, &st, only.as_deref(), json));
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Reload => Err("PHASE2".into()),
+        Cmd::Reload => crate::control::cli_reload(&load(&args.config)?),
         Cmd::Scan { dry_run } => scan(load(&args.config)?, dry_run),
         Cmd::Status { json } => crate::control::cli_status(&load(&args.config)?, json),
         Cmd::Quota { json } => crate::quota::cli_quota(&load(&args.config)?, json),
@@ -137,7 +137,7 @@ fn hook_check(tool: &str, arg: Option<String>) -> Result<ExitCode, String> {
 fn scan(cfg: Config, dry_run: bool) -> Result<ExitCode, String> {
     use crate::state::{state_path, State, StateLock};
     if dry_run {
-        let st = crate::commands::saved_state(&cfg);
+        let (st, _) = crate::state::read_saved(&cfg);
         let fates = crate::commands::pending_fates(&cfg, &st, crate::timefmt::now_secs());
         if fates.is_empty() {
             println!("nothing pending");

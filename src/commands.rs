@@ -16,26 +16,6 @@ use crate::state::State;
 use crate::task::Task;
 use crate::taskcmd::{self, NewTask};
 
-/// The saved state, read only: without the daemon's lock, a corrupt file
-/// reported rather than moved aside, a missing one an empty state.
-pub fn saved_state(cfg: &Config) -> State {
-    let path = crate::state::state_path(cfg);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice::<State>(&bytes).unwrap_or_else(|e| {
-            eprintln!("{} cannot be read as a state ({e})", path.display());
-            State::default()
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => State {
-            active_account: cfg.accounts[0].name.clone(),
-            ..State::default()
-        },
-        Err(e) => {
-            eprintln!("cannot read {}: {e}", path.display());
-            State::default()
-        }
-    }
-}
-
 /// `doctor [--json]`: every check; exit 1 when one fails.
 pub fn doctor(cfg: &Config, json: bool) -> ExitCode {
     let found = doctor::checks(cfg, Scope::Full);

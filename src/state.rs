@@ -242,6 +242,13 @@ pub struct AccountStatus {
     pub limited_until: Option<u64>,
 }
 
+/// What one notification sink delivered and gave up on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SinkCounts {
+    pub sent: u64,
+    pub failed: u64,
+}
+
 /// Counters for `/metrics`; since the daemon started.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Metrics {
@@ -260,6 +267,12 @@ pub struct Metrics {
     pub notices_sent: u64,
     /// Notices a sink could not take after every retry.
     pub notices_failed: u64,
+    /// Guard blocks per rule (the guard's rule name).
+    #[serde(default)]
+    pub guard_blocks_by_rule: BTreeMap<String, u64>,
+    /// Notices per sink (`telegram`, `webhook 1`) and outcome (`sent`, `failed`).
+    #[serde(default)]
+    pub notices_by_sink: BTreeMap<String, SinkCounts>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -436,6 +449,9 @@ impl State {
             })
             .collect();
         json!({
+            // Changes only when a field changes meaning (INTERFACE.md).
+            "schema": STATUS_SCHEMA,
+            "version": env!("CARGO_PKG_VERSION"),
             "active_account": self.active_account,
             "failover_in_progress": self.failover_in_progress,
             "last_failover": self.last_failover.map(rfc3339),
@@ -500,6 +516,40 @@ impl StateLock {
         file.set_len(0).map_err(LockError::Io)?;
         let _ = writeln!(file, "{}", std::process::id());
         Ok(StateLock { _file: file })
+    }
+}
+
+/// The `schema` of the status document.
+pub const STATUS_SCHEMA: u32 = 1;
+
+/// The saved state for the CLI, read only: no lock, a corrupt file
+/// reported and left where it is, a missing one an empty state. The note
+/// says what was not as expected.
+pub fn read_saved(cfg: &Config) -> (State, Option<String>) {
+    let path = state_path(cfg);
+    let fresh = || State {
+        active_account: cfg.accounts[0].name.clone(),
+        ..State::default()
+    };
+    match fs::read(&path) {
+        Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
+            Ok(st) => (st, None),
+            Err(e) => (
+                fresh(),
+                Some(format!(
+                    "{} cannot be read as a state ({e})",
+                    path.display()
+                )),
+            ),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => (
+            fresh(),
+            Some(format!("no saved state at {}", path.display())),
+        ),
+        Err(e) => (
+            fresh(),
+            Some(format!("cannot read {}: {e}", path.display())),
+        ),
     }
 }
 

@@ -461,6 +461,10 @@ fn guard_record(ctx: &Ctx, name: &str, g: GuardRecord) {
     let count = {
         let mut st = ctx.state();
         st.metrics.guard_blocks += 1;
+        *st.metrics
+            .guard_blocks_by_rule
+            .entry(g.rule.clone())
+            .or_insert(0) += 1;
         st.sessions.get_mut(name).map(|s| {
             s.recent_blocks.push_back(now);
             while s

@@ -200,7 +200,7 @@ const PATHS: &[(&str, &str)] = &[
 ];
 
 #[test]
-fn every_path_needs_the_token() {
+fn every_path_but_health_needs_the_token() {
     let env = ControlEnv::new();
     let r = Running::start(&env);
     assert_eq!(r.token.len(), 64);
@@ -214,7 +214,9 @@ fn every_path_needs_the_token() {
             r.addr,
             format!("{m} {p} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").as_bytes(),
         );
-        assert_eq!(status, 401, "{m} {p} without a token: {text}");
+        // Probes ask /health without a token; it says nothing but "ok".
+        let want = if *p == "/health" { 200 } else { 401 };
+        assert_eq!(status, want, "{m} {p} without a token: {text}");
         for auth in [
             format!("Bearer {}x", r.token),
             format!("Bearer {}", &r.token[..63]),
@@ -227,7 +229,7 @@ fn every_path_needs_the_token() {
                 format!("{m} {p} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: 0\r\n\r\n")
                     .as_bytes(),
             );
-            assert_eq!(status, 401, "{m} {p} with `{auth}`: {text}");
+            assert_eq!(status, want, "{m} {p} with `{auth}`: {text}");
         }
     }
     let ok = r.req("GET", "/health", None);
@@ -520,6 +522,13 @@ fn metrics_are_prometheus_text() {
         a.read_at = Some(claude_failover::timefmt::now_secs());
         st.metrics.tasks_dispatched = 7;
         st.metrics.guard_blocks = 2;
+        st.metrics
+            .guard_blocks_by_rule
+            .insert("force-push".into(), 2);
+        st.metrics.notices_by_sink.insert(
+            "webhook 1".into(),
+            claude_failover::state::SinkCounts { sent: 3, failed: 1 },
+        );
     });
     let m = r.req("GET", "/metrics", None);
     assert_eq!(m.status, 200);
@@ -530,7 +539,21 @@ fn metrics_are_prometheus_text() {
             .unwrap_or_else(|| panic!("{k} missing:\n{}", m.body))
     };
     assert_eq!(get("claude_failover_tasks_dispatched_total"), 7.0);
-    assert_eq!(get("claude_failover_guard_blocks_total"), 2.0);
+    assert_eq!(
+        get("claude_failover_guard_blocks_total{rule=\"force-push\"}"),
+        2.0
+    );
+    assert_eq!(
+        get("claude_failover_notifications_total{sink=\"webhook 1\",outcome=\"failed\"}"),
+        1.0
+    );
+    assert_eq!(
+        get(&format!(
+            "claude_failover_build_info{{version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        1.0
+    );
     for k in [
         "claude_failover_tasks_done_total",
         "claude_failover_tasks_failed_total",
@@ -545,8 +568,8 @@ fn metrics_are_prometheus_text() {
         get(k);
     }
     assert_eq!(
-        get("claude_failover_account_usage_percent{account=\"backup\",window=\"five_hour\"}"),
-        91.5
+        get("claude_failover_account_usage_ratio{account=\"backup\",window=\"five_hour\"}"),
+        0.915
     );
     assert_eq!(get("claude_failover_account_active{account=\"main\"}"), 1.0);
     assert!(m.body.contains("# HELP claude_failover_sessions "));

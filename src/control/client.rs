@@ -151,25 +151,30 @@ pub fn cli_status(cfg: &Config, json: bool) -> Result<ExitCode, String> {
 /// The status document from `state.json`, read only (a corrupt file is
 /// reported, not moved).
 pub(super) fn saved_status(cfg: &Config) -> Value {
-    let path = crate::state::state_path(cfg);
-    let st = match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice::<State>(&bytes).unwrap_or_else(|e| {
-            eprintln!("{} cannot be read as a state ({e})", path.display());
-            State::default()
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            eprintln!("no saved state at {}", path.display());
-            State {
-                active_account: cfg.accounts[0].name.clone(),
-                ..State::default()
+    let (st, note) = crate::state::read_saved(cfg);
+    if let Some(n) = note {
+        eprintln!("{n}");
+    }
+    let mut doc = st.status_json(cfg);
+    doc["source"] = json!("state_file");
+    doc
+}
+
+/// `reload`: asks the running daemon to re-read its config; the reason
+/// when it refuses.
+pub fn cli_reload(cfg: &Config) -> Result<ExitCode, String> {
+    match ask(cfg, "POST", "/reload", None) {
+        Ok((_, r)) if r.status == 200 => {
+            let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+            match v.get("reloaded").and_then(Value::as_str) {
+                Some(name) => println!("reloaded {name}"),
+                None => println!("reloaded"),
             }
+            Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            eprintln!("cannot read {}: {e}", path.display());
-            State::default()
-        }
-    };
-    st.status_json(cfg)
+        Ok((_, r)) => Err(format!("reload refused: {}", error_text(&r.body))),
+        Err((addr, why)) => Err(format!("no daemon answered at {addr}: {why}")),
+    }
 }
 
 /// `failover [--to NAME]`: asks the running daemon.

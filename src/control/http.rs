@@ -123,7 +123,10 @@ impl Server {
                 ReadHead::Closed => return,
                 ReadHead::Fail(resp) => return finish(stream, resp, deadline),
             };
-            if !head.authorized {
+            // Probes ask `/health` without a token; it says nothing but "ok".
+            let health =
+                head.method == "GET" && head.path.split(['?', '#']).next() == Some("/health");
+            if !head.authorized && !health {
                 let resp = Response::error(401, "missing or wrong bearer token")
                     .header("WWW-Authenticate", "Bearer")
                     .close();
@@ -296,17 +299,22 @@ impl Server {
                 // Copy the state out: the document reads every inbox, which
                 // must not happen under the lock.
                 let st = self.ctx.state().clone();
-                Response::json(200, &st.status_json(&cfg))
+                let mut doc = st.status_json(&cfg);
+                doc["source"] = json!("daemon");
+                Response::json(200, &doc)
             }
             ("GET", "/metrics") => {
                 let cfg = self.ctx.config();
-                let text = {
-                    let st = self.ctx.state();
-                    metrics_text(&st, &cfg, self.started)
-                };
+                // A copy: the text reads every inbox, never under the lock.
+                let st = self.ctx.state().clone();
+                let text = metrics_text(&st, &cfg, self.started);
                 Response::new(200, "text/plain; version=0.0.4; charset=utf-8", text)
             }
             ("POST", "/failover") => self.failover(body),
+            ("POST", "/reload") => match crate::reload::reload(&self.ctx, None) {
+                Ok(name) => Response::json(200, &json!({ "reloaded": name })),
+                Err(why) => Response::error(422, &why),
+            },
             ("POST", "/scan") => match self.ctx.to_dispatcher.send(DispatchMsg::Scan) {
                 Ok(()) => Response::json(202, &json!({ "accepted": true })),
                 Err(_) => Response::error(503, "the dispatcher is not running"),
@@ -314,7 +322,9 @@ impl Server {
             (_, "/health" | "/status" | "/metrics") => {
                 Response::error(405, "use GET").header("Allow", "GET")
             }
-            (_, "/failover" | "/scan") => Response::error(405, "use POST").header("Allow", "POST"),
+            (_, "/failover" | "/scan" | "/reload") => {
+                Response::error(405, "use POST").header("Allow", "POST")
+            }
             (m, p) => match p
                 .strip_prefix("/sessions/")
                 .and_then(|r| r.strip_suffix("/recycle"))

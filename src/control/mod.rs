@@ -25,14 +25,13 @@ use serde_json::{json, Value};
 
 use crate::bus::{Ctx, DispatchMsg, FailoverMsg, WatchMsg};
 use crate::config::Config;
-use crate::state::{SessionState, State};
 
 mod client;
 mod http;
-mod metrics;
+pub mod metrics;
 mod token;
 #[allow(unused_imports)]
-pub use self::client::{cli_failover, cli_status, client_addr, request, Reply};
+pub use self::client::{cli_failover, cli_reload, cli_status, client_addr, request, Reply};
 use self::http::*;
 pub use self::metrics::metrics_text;
 pub use self::token::{constant_time_eq, load_or_create_token};
@@ -245,7 +244,6 @@ fn connect_addr(bound: SocketAddr) -> SocketAddr {
 
 #[cfg(test)]
 mod tests {
-    use super::metrics::label;
     use super::*;
 
     #[test]
@@ -270,10 +268,5 @@ mod tests {
         assert_eq!(load_or_create_token(&p).unwrap(), t);
         fs::write(&p, "\n").unwrap();
         assert!(load_or_create_token(&p).is_err());
-    }
-
-    #[test]
-    fn label_escaping() {
-        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }
