@@ -50,7 +50,7 @@ pub fn check_config(cfg: &Config) -> ExitCode {
 pub fn add(cfg: &Config, a: AddArgs) -> Result<ExitCode, String> {
     let project = taskcmd::resolve_project(cfg, a.project.as_deref())?;
     if let Some(m) = &a.model {
-        crate::strict::model("--model", m)?;
+        crate::config::strict::model(m).map_err(|e| format!("--model: {e}"))?;
     }
     let body = match a.text.as_deref() {
         None | Some("-") => {

@@ -10,7 +10,7 @@
 //! also runs `claude --version` and `tmux -V`.
 
 use std::fs;
-use std::net::{TcpListener, ToSocketAddrs};
+use std::net::TcpListener;
 use std::path::Path;
 
 use serde_json::{json, Value};
@@ -404,15 +404,9 @@ fn control_port(cfg: &Config, scope: Scope) -> Finding {
             "control plane disabled (control.listen is empty)",
         );
     }
-    let addr = match listen.to_socket_addrs().ok().and_then(|mut a| a.next()) {
-        Some(a) => a,
-        None => {
-            return Finding::new(
-                check,
-                Level::Fail,
-                format!("control.listen `{listen}` is not host:port: write it like 127.0.0.1:7433"),
-            )
-        }
+    let addr = match crate::config::resolve_listen(listen) {
+        Ok(a) => a,
+        Err(e) => return Finding::new(check, Level::Fail, format!("control.listen: {e}")),
     };
     match TcpListener::bind(addr) {
         Ok(_) => Finding::new(check, Level::Ok, format!("control port {addr} is free")),

@@ -40,7 +40,6 @@ pub mod reload;
 pub mod state;
 pub mod status;
 pub mod stop;
-pub mod strict;
 pub mod systemd;
 pub mod task;
 pub mod taskcmd;

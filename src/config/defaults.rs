@@ -153,7 +153,7 @@ impl Default for ControlConfig {
     fn default() -> Self {
         ControlConfig {
             listen: "127.0.0.1:7433".into(),
-            token_file: expand_tilde("~/.config/claude-failover/token"),
+            token_file: config_home().join("claude-failover/token"),
         }
     }
 }

@@ -5,6 +5,7 @@ use super::*;
 
 /// Notification event names a user may list in `notify.events`.
 pub const EVENT_NAMES: &[&str] = &[
+    "task_done",
     "task_failed",
     "failover",
     "quota_warning",
@@ -31,7 +32,8 @@ impl Config {
     }
 
     /// Finds the config per INTERFACE.md: `-c FILE`, `$CLAUDE_FAILOVER_CONFIG`,
-    /// `~/.config/claude-failover/config.yaml`, else the embedded default.
+    /// `$XDG_CONFIG_HOME/claude-failover/config.yaml` (`~/.config/…`), else
+    /// the embedded default.
     pub fn locate(explicit: Option<&Path>) -> Result<Config, ConfigError> {
         if let Some(p) = explicit {
             return Config::load(p);
@@ -39,7 +41,7 @@ impl Config {
         if let Some(p) = std::env::var_os("CLAUDE_FAILOVER_CONFIG").filter(|p| !p.is_empty()) {
             return Config::load(Path::new(&p));
         }
-        let user = expand_tilde("~/.config/claude-failover/config.yaml");
+        let user = config_home().join("claude-failover/config.yaml");
         if user.exists() {
             return Config::load(&user);
         }
@@ -84,132 +86,111 @@ impl Config {
         } else {
             serde_yaml::from_str(text).map_err(|e| {
                 let line = e.location().map(|l| l.line());
-                err(line, strip_location(&e.to_string()))
+                let at = line.and_then(|l| text.lines().nth(l.saturating_sub(1)));
+                let msg = strict::full_key(&strip_location(&e.to_string()), at);
+                err(line, strict::words(&msg))
             })?
         };
         c.validate()
-            .map_err(|(keys, msg)| err(line_of(text, &keys), msg))?;
+            .map_err(|(key, msg)| err(strict::line_of(text, &key), format!("{key}: {msg}")))?;
         Ok(c)
     }
 
-    /// Checks what serde cannot: cross-key rules and value ranges. On error,
-    /// returns the key path (to find its line) and the message.
-    fn validate(&self) -> Result<(), (Vec<&'static str>, String)> {
-        let fail = |keys: &[&'static str], msg: String| Err((keys.to_vec(), msg));
+    /// Checks what serde cannot: cross-key rules, value ranges, likely
+    /// mistakes. On error, returns the full key (`accounts[1].name`, to
+    /// find its own line) and what is wrong with it.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let fail = |key: String, msg: String| Err((key, msg));
+        let plain = "must be letters, digits, `-` or `_`";
         if self.accounts.is_empty() {
-            return fail(&["accounts"], "at least one account is needed".into());
+            return fail("accounts".into(), "at least one account is needed".into());
         }
         let mut names = std::collections::HashSet::new();
-        for a in &self.accounts {
+        for (i, a) in self.accounts.iter().enumerate() {
             if !valid_name(&a.name) {
                 return fail(
-                    &["accounts"],
-                    format!(
-                        "account name `{}` must be letters, digits, `-` or `_`",
-                        a.name
-                    ),
+                    format!("accounts[{i}].name"),
+                    format!("`{}` {plain}", a.name),
                 );
             }
             if !names.insert(a.name.as_str()) {
                 return fail(
-                    &["accounts"],
+                    format!("accounts[{i}].name"),
                     format!("account `{}` is listed twice", a.name),
                 );
             }
         }
         let mut sessions = std::collections::HashSet::new();
-        for d in &self.pool.dedicated {
+        for (i, d) in self.pool.dedicated.iter().enumerate() {
             if !valid_name(&d.name) {
                 return fail(
-                    &["pool", "dedicated"],
-                    format!(
-                        "session name `{}` must be letters, digits, `-` or `_`",
-                        d.name
-                    ),
+                    format!("pool.dedicated[{i}].name"),
+                    format!("`{}` {plain}", d.name),
                 );
             }
             if !sessions.insert(d.name.clone()) {
                 return fail(
-                    &["pool", "dedicated"],
+                    format!("pool.dedicated[{i}].name"),
                     format!("session `{}` is listed twice", d.name),
                 );
             }
         }
-        if !self.pool.autonomous.prefix.is_empty() && !valid_name(&self.pool.autonomous.prefix) {
+        let auto = &self.pool.autonomous;
+        if !auto.prefix.is_empty() && !valid_name(&auto.prefix) {
             return fail(
-                &["pool", "autonomous", "prefix"],
-                "prefix must be letters, digits, `-` or `_`".into(),
+                "pool.autonomous.prefix".into(),
+                format!("`{}` {plain}", auto.prefix),
             );
         }
-        if self.pool.autonomous.max > 0 && self.pool.autonomous.prefix.is_empty() {
-            return fail(
-                &["pool", "autonomous", "prefix"],
-                "prefix must not be empty".into(),
-            );
+        if auto.max > 0 && auto.prefix.is_empty() {
+            return fail("pool.autonomous.prefix".into(), "must not be empty".into());
         }
         for name in self.autonomous_names() {
             if sessions.contains(&name) {
                 return fail(
-                    &["pool", "dedicated"],
+                    "pool.dedicated".into(),
                     format!("session `{name}` is both dedicated and autonomous"),
                 );
             }
         }
-        if self.pool.autonomous.max > 1000 {
-            return fail(
-                &["pool", "autonomous", "max"],
-                "max must be at most 1000".into(),
-            );
+        if auto.max > 1000 {
+            return fail("pool.autonomous.max".into(), "must be at most 1000".into());
         }
         if self.dispatcher.max_attempts == 0 {
             return fail(
-                &["dispatcher", "max_attempts"],
-                "max_attempts must be at least 1".into(),
+                "dispatcher.max_attempts".into(),
+                "must be at least 1".into(),
             );
         }
-        for (keys, d) in [
-            (
-                &["dispatcher", "scan_interval"][..],
-                self.dispatcher.scan_interval,
-            ),
-            (&["watcher", "interval"][..], self.watcher.interval),
-            (&["quota", "poll_interval"][..], self.quota.poll_interval),
-            (&["checkpoint", "interval"][..], self.checkpoint.interval),
-            (&["janitor", "interval"][..], self.janitor.interval),
-            (&["agent", "prompt_timeout"][..], self.agent.prompt_timeout),
-            (&["quota", "timeout"][..], self.quota.timeout),
+        for (key, d) in [
+            ("dispatcher.scan_interval", self.dispatcher.scan_interval),
+            ("watcher.interval", self.watcher.interval),
+            ("quota.poll_interval", self.quota.poll_interval),
+            ("checkpoint.interval", self.checkpoint.interval),
+            ("janitor.interval", self.janitor.interval),
+            ("agent.prompt_timeout", self.agent.prompt_timeout),
+            ("quota.timeout", self.quota.timeout),
         ] {
             if d.0 < Duration::from_millis(10) {
-                return fail(keys, format!("{} must be at least 10ms", keys.join(".")));
+                return fail(key.into(), "must be at least 10ms".into());
             }
         }
-        for (keys, v) in [
-            (
-                &["quota", "five_hour_threshold"][..],
-                self.quota.five_hour_threshold,
-            ),
-            (
-                &["quota", "seven_day_threshold"][..],
-                self.quota.seven_day_threshold,
-            ),
+        for (key, v) in [
+            ("quota.five_hour_threshold", self.quota.five_hour_threshold),
+            ("quota.seven_day_threshold", self.quota.seven_day_threshold),
         ] {
-            if !(0.0..=100.0).contains(&v) {
-                return fail(
-                    keys,
-                    format!("{} must be a percentage from 0 to 100", keys.join(".")),
-                );
-            }
+            strict::threshold(v).map_err(|m| (key.to_string(), m))?;
         }
         if self.agent.command.trim().is_empty() {
-            return fail(&["agent", "command"], "command must not be empty".into());
+            return fail("agent.command".into(), "must not be empty".into());
         }
         // Launches run `env -u … COMMAND …`, and env takes NAME=VALUE words
         // as assignments.
         if self.agent.command.contains('=') || self.agent.command.starts_with('-') {
             return fail(
-                &["agent", "command"],
+                "agent.command".into(),
                 format!(
-                    "command `{}` must not contain `=` or start with `-`",
+                    "`{}` must not contain `=` or start with `-`",
                     self.agent.command
                 ),
             );
@@ -219,7 +200,7 @@ impl Config {
                 && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !name_ok {
                 return fail(
-                    &["agent", "env"],
+                    format!("agent.env.{k}"),
                     format!("`{k}` is not an environment variable name"),
                 );
             }
@@ -227,71 +208,56 @@ impl Config {
                 || crate::launch::OVERRIDING_ENV.contains(&k.as_str())
             {
                 return fail(
-                    &["agent", "env"],
+                    format!("agent.env.{k}"),
                     format!("`{k}` is set by the daemon for each account and session; it cannot be set here"),
                 );
             }
         }
-        for m in [
-            &self.agent.models.critical,
-            &self.agent.models.high,
-            &self.agent.models.default,
-            &self.agent.models.low,
+        let m = &self.agent.models;
+        for (key, name) in [
+            ("agent.models.critical", &m.critical),
+            ("agent.models.high", &m.high),
+            ("agent.models.default", &m.default),
+            ("agent.models.low", &m.low),
         ] {
-            if m.trim().is_empty() || m.starts_with('-') {
-                return fail(
-                    &["agent", "models"],
-                    format!("model `{m}` is not a model name"),
-                );
-            }
+            strict::model(name).map_err(|e| (key.to_string(), e))?;
         }
-        if !self.control.listen.is_empty() && self.control.listen.parse::<SocketAddr>().is_err() {
-            return fail(
-                &["control", "listen"],
-                format!(
-                    "listen `{}` is not host:port (an IP address and a port)",
-                    self.control.listen
-                ),
-            );
+        if !self.control.listen.is_empty() {
+            resolve_listen(&self.control.listen).map_err(|e| ("control.listen".to_string(), e))?;
         }
-        for e in &self.notify.events {
+        for (i, e) in self.notify.events.iter().enumerate() {
             if !EVENT_NAMES.contains(&e.as_str()) {
                 return fail(
-                    &["notify", "events"],
+                    format!("notify.events[{i}]"),
                     format!("unknown event `{e}`; known: {}", EVENT_NAMES.join(", ")),
                 );
             }
         }
         if self.notify.rate_per_minute == 0 {
-            return fail(
-                &["notify", "rate_per_minute"],
-                "rate_per_minute must be at least 1".into(),
-            );
+            return fail("notify.rate_per_minute".into(), "must be at least 1".into());
         }
-        for w in &self.notify.webhooks {
+        for (i, w) in self.notify.webhooks.iter().enumerate() {
             if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
                 return fail(
-                    &["notify", "webhooks"],
-                    format!(
-                        "webhook url `{}` must start with http:// or https://",
-                        w.url
-                    ),
+                    format!("notify.webhooks[{i}].url"),
+                    format!("`{}` must start with http:// or https://", w.url),
                 );
+            }
+            for (k, v) in &w.headers {
+                crate::webhook::check_header(k, v)
+                    .map_err(|e| (format!("notify.webhooks[{i}].headers"), e))?;
             }
         }
         if !(self.quota.endpoint.starts_with("http://")
             || self.quota.endpoint.starts_with("https://"))
         {
             return fail(
-                &["quota", "endpoint"],
-                "endpoint must start with http:// or https://".into(),
+                "quota.endpoint".into(),
+                "must start with http:// or https://".into(),
             );
         }
         if self.guard.breaker_blocks == 0 {
-            return fail(
-                &["guard", "breaker_blocks"],
-                "breaker_blocks must be at least 1".into(),
-            );
+            return fail("guard.breaker_blocks".into(), "must be at least 1".into());
         }
         Ok(())
     }
@@ -351,23 +317,4 @@ pub(super) fn strip_location(msg: &str) -> String {
         Some(i) => msg[..i].to_string(),
         None => msg.to_string(),
     }
-}
-
-/// The 1-based line of a nested key (`["pool", "autonomous", "max"]`), found
-/// by walking the text: each key is looked for after its parent's line.
-pub(super) fn line_of(text: &str, keys: &[&str]) -> Option<usize> {
-    let mut from = 0;
-    let mut found = None;
-    for key in keys {
-        let pat = format!("{key}:");
-        let (i, _) = text.lines().enumerate().skip(from).find(|(_, l)| {
-            let t = l.trim_start().trim_start_matches("- ");
-            t.starts_with(&pat)
-                || t.starts_with(&format!("{{ {pat}"))
-                || t.contains(&format!(" {pat}"))
-        })?;
-        found = Some(i + 1);
-        from = i + 1;
-    }
-    found
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer};
 
 mod defaults;
 mod load;
+pub mod strict;
 mod values;
 #[allow(unused_imports)]
 pub use self::{defaults::*, load::*, values::*};
@@ -225,12 +226,18 @@ pub struct TelegramConfig {
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub url: String,
+    /// How the body is shaped for the receiving service.
+    #[serde(default)]
+    pub format: crate::webhook::Format,
+    /// Sent with every request (a bearer token, ntfy's Title/Priority/Tags).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ControlConfig {
-    /// `host:port`; empty disables the control plane.
+    /// `host:port` (`localhost:7433` too); empty disables the control plane.
     pub listen: String,
     #[serde(deserialize_with = "de_path")]
     pub token_file: PathBuf,
@@ -342,12 +349,37 @@ mod tests {
         let e =
             parse("accounts:\n  - name: a\n    config_dir: /a\n  - name: a\n    config_dir: /b\n")
                 .unwrap_err();
-        assert!(e.msg.contains("twice"), "{e}");
-        assert_eq!(e.line, Some(1));
+        assert_eq!(e.msg, "accounts[1].name: account `a` is listed twice");
+        assert_eq!(e.line, Some(4), "the entry's own line");
         let e = parse("quota:\n  poll_interval: 5m\n  five_hour_threshold: 120\n").unwrap_err();
         assert_eq!(e.line, Some(3), "{e}");
         let e = parse("control:\n  listen: localhost\n").unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
+        assert!(parse("control:\n  listen: localhost:7433\n").is_ok());
+        let e = parse("quota:\n  five_hour_threshold: 0.9\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "c.yaml:2: quota.five_hour_threshold: 0.9 is a percent, not a fraction: did you mean 90?"
+        );
+        let e = parse("agent:\n  models:\n    critical: opus\n    high: sonet\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "c.yaml:4: agent.models.high: `sonet` is not a model claude knows: did you mean sonnet?"
+        );
+        let e = parse("watcher:\n  interval: 5 minutes\n").unwrap_err();
+        assert!(
+            e.msg.starts_with("watcher.interval: invalid duration"),
+            "{e}"
+        );
+        let e = parse("pool:\n  autonomous:\n    max: lots\n").unwrap_err();
+        assert_eq!(
+            e.msg,
+            "pool.autonomous.max: the text \"lots\", expected a whole number of 0 or more"
+        );
+        let e =
+            parse("notify:\n  webhooks:\n    - url: http://x\n      format: teams\n").unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(!e.msg.contains("enum"), "{e}");
     }
 
     #[test]

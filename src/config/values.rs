@@ -117,6 +117,34 @@ impl<'de> Deserialize<'de> for ScalarString {
 }
 
 /// `~` and `~/x` to the home folder; everything else as written.
+/// `$XDG_CONFIG_HOME` when it is an absolute path, else `~/.config`.
+pub fn config_home() -> PathBuf {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| expand_tilde("~/.config"))
+}
+
+/// `control.listen` as an address: `IP:PORT`, or `NAME:PORT` resolved
+/// (`localhost:7433`), an IPv4 address preferred.
+pub fn resolve_listen(listen: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = listen.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let bad = || format!("`{listen}` is not host:port (like 127.0.0.1:7433 or localhost:7433)");
+    if !listen.contains(':') {
+        return Err(bad());
+    }
+    let addrs: Vec<SocketAddr> = listen.to_socket_addrs().map_err(|_| bad())?.collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(bad)
+}
+
 pub fn expand_tilde(p: &str) -> PathBuf {
     let home = || std::env::var_os("HOME").map(PathBuf::from);
     if p == "~" {

@@ -56,11 +56,8 @@ pub fn client_addr(cfg: &Config) -> Result<SocketAddr, String> {
     if cfg.control.listen.is_empty() {
         return Err("the control plane is disabled (control.listen is empty)".into());
     }
-    let listen: SocketAddr = cfg
-        .control
-        .listen
-        .parse()
-        .map_err(|_| format!("control.listen `{}` is not host:port", cfg.control.listen))?;
+    let listen = crate::config::resolve_listen(&cfg.control.listen)
+        .map_err(|e| format!("control.listen: {e}"))?;
     if listen.port() != 0 {
         return Ok(connect_addr(listen));
     }

@@ -126,11 +126,8 @@ pub fn start(ctx: Arc<Ctx>) -> Result<Option<JoinHandle<()>>, String> {
         log::info!("control plane disabled (control.listen is empty)");
         return Ok(None);
     }
-    let listen: SocketAddr = cfg
-        .control
-        .listen
-        .parse()
-        .map_err(|_| format!("control.listen `{}` is not host:port", cfg.control.listen))?;
+    let listen = crate::config::resolve_listen(&cfg.control.listen)
+        .map_err(|e| format!("control.listen: {e}"))?;
     if !listen.ip().is_loopback() {
         log::warn!(
             "the control plane listens on {listen}, not on loopback: anyone who can reach it \

@@ -15,11 +15,11 @@ pub const MODEL_ALIASES: &[&str] = &[
 
 /// A usage threshold is a percent; `0.9` (a fraction) would fail over at
 /// 0.9 %, almost at once.
-pub fn threshold(key: &str, v: f64) -> Result<(), String> {
+pub fn threshold(v: f64) -> Result<(), String> {
     if v > 0.0 && v <= 1.0 {
         let pct = v * 100.0;
         return Err(format!(
-            "{key}: {v} is a percent, not a fraction: did you mean {}?",
+            "{v} is a percent, not a fraction: did you mean {}?",
             if pct.fract() == 0.0 {
                 format!("{pct:.0}")
             } else {
@@ -28,14 +28,14 @@ pub fn threshold(key: &str, v: f64) -> Result<(), String> {
         ));
     }
     if !(1.0..=100.0).contains(&v) {
-        return Err(format!("{key}: {v} must be a percent from 1 to 100"));
+        return Err(format!("{v} must be a percent from 1 to 100"));
     }
     Ok(())
 }
 
 /// A model is an alias claude knows or a full `claude-…` id (also inside
 /// a cloud provider's id, like `us.anthropic.claude-…`).
-pub fn model(key: &str, name: &str) -> Result<(), String> {
+pub fn model(name: &str) -> Result<(), String> {
     let n = name.trim();
     if MODEL_ALIASES.contains(&n) || n.starts_with("claude-") || n.contains(".claude-") {
         return Ok(());
@@ -52,7 +52,7 @@ pub fn model(key: &str, name: &str) -> Result<(), String> {
                 MODEL_ALIASES.join(", ")
             )
         });
-    Err(format!("{key}: `{name}` is not a model claude knows{near}"))
+    Err(format!("`{name}` is not a model claude knows{near}"))
 }
 
 /// Edit distance, for "did you mean".
@@ -212,15 +212,13 @@ mod tests {
     #[test]
     fn thresholds_are_percents() {
         assert_eq!(
-            threshold("quota.five_hour_threshold", 0.9).unwrap_err(),
-            "quota.five_hour_threshold: 0.9 is a percent, not a fraction: did you mean 90?"
+            threshold(0.9).unwrap_err(),
+            "0.9 is a percent, not a fraction: did you mean 90?"
         );
-        assert!(threshold("k", 1.0)
-            .unwrap_err()
-            .contains("did you mean 100?"));
-        assert!(threshold("k", 0.0).unwrap_err().contains("from 1 to 100"));
-        assert!(threshold("k", 120.0).is_err());
-        assert!(threshold("k", 90.0).is_ok());
+        assert!(threshold(1.0).unwrap_err().contains("did you mean 100?"));
+        assert!(threshold(0.0).unwrap_err().contains("from 1 to 100"));
+        assert!(threshold(120.0).is_err());
+        assert!(threshold(90.0).is_ok());
     }
 
     #[test]
@@ -233,13 +231,13 @@ mod tests {
             "us.anthropic.claude-opus-4-1",
             "sonnet[1m]",
         ] {
-            assert!(model("agent.models.high", ok).is_ok(), "{ok}");
+            assert!(model(ok).is_ok(), "{ok}");
         }
         assert_eq!(
-            model("agent.models.high", "sonet").unwrap_err(),
-            "agent.models.high: `sonet` is not a model claude knows: did you mean sonnet?"
+            model("sonet").unwrap_err(),
+            "`sonet` is not a model claude knows: did you mean sonnet?"
         );
-        assert!(model("m", "gpt-4")
+        assert!(model("gpt-4")
             .unwrap_err()
             .contains("a full id like claude-"));
     }
