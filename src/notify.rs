@@ -189,11 +189,15 @@ enum Target {
     },
     Webhook {
         url: String,
+        format: crate::webhook::Format,
+        headers: std::collections::BTreeMap<String, String>,
     },
 }
 
 struct Sink {
     name: String,
+    /// The `sink` label of `/metrics`: `telegram`, `webhook 1`, …
+    metric: String,
     target: Target,
     agent: ureq::Agent,
     host: String,
@@ -226,14 +230,20 @@ fn start_sinks(ctx: &Arc<Ctx>, cfg: &NotifyConfig) -> Vec<SinkHandle> {
     for (i, w) in cfg.webhooks.iter().enumerate() {
         targets.push((
             format!("webhook {} ({})", i + 1, shown_url(&w.url)),
-            Target::Webhook { url: w.url.clone() },
+            Target::Webhook {
+                url: w.url.clone(),
+                format: w.format,
+                headers: w.headers.clone(),
+            },
         ));
     }
     let mut sinks = Vec::new();
     for (name, target) in targets {
         let (tx, rx) = bounded(SINK_QUEUE);
+        let metric = name.split(" (").next().unwrap_or(&name).to_string();
         let sink = Sink {
             name: name.clone(),
+            metric,
             target,
             agent: agent(),
             host: ctx.host.clone(),
@@ -336,18 +346,18 @@ fn deliver(ctx: &Ctx, sink: &Sink, n: &Notice) -> bool {
     for attempt in 0..MAX_ATTEMPTS {
         match sink.send(n) {
             Ok(()) => {
-                ctx.state().metrics.notices_sent += 1;
+                sink.count(ctx, true);
                 log::debug!("{}: sent {}", sink.name, n.event);
                 return true;
             }
             Err(Failure::Permanent(why)) => {
-                ctx.state().metrics.notices_failed += 1;
+                sink.count(ctx, false);
                 log::error!("{}: {} notice refused: {why}", sink.name, n.event);
                 return true;
             }
             Err(Failure::Retry(why, after)) => {
                 if attempt + 1 == MAX_ATTEMPTS {
-                    ctx.state().metrics.notices_failed += 1;
+                    sink.count(ctx, false);
                     log::error!(
                         "{}: giving up on a {} notice after {MAX_ATTEMPTS} tries: {why}",
                         sink.name,
@@ -373,24 +383,44 @@ fn deliver(ctx: &Ctx, sink: &Sink, n: &Notice) -> bool {
 }
 
 impl Sink {
+    /// One notice taken (`sent`) or given up, in the totals and per sink.
+    fn count(&self, ctx: &Ctx, sent: bool) {
+        let mut st = ctx.state();
+        let m = &mut st.metrics;
+        let per = m.notices_by_sink.entry(self.metric.clone()).or_default();
+        if sent {
+            per.sent += 1;
+            m.notices_sent += 1;
+        } else {
+            per.failed += 1;
+            m.notices_failed += 1;
+        }
+    }
+
     fn send(&self, n: &Notice) -> Result<(), Failure> {
-        let (url, body) = match &self.target {
-            Target::Telegram { url, chat_id, .. } => (
-                url,
-                serde_json::json!({
+        let (url, req) = match &self.target {
+            Target::Telegram { url, chat_id, .. } => {
+                let body = serde_json::json!({
                     "chat_id": chat_id,
-                    "text": telegram_text(n, &self.host),
+                    "text": crate::webhook::text(n, &self.host, TELEGRAM_MAX_CHARS),
                     "disable_web_page_preview": true,
-                }),
-            ),
-            Target::Webhook { url } => (url, n.to_json(&self.host)),
+                });
+                (
+                    url,
+                    crate::webhook::Request {
+                        content_type: "application/json",
+                        headers: Vec::new(),
+                        body: serde_json::to_vec(&body).unwrap_or_default(),
+                    },
+                )
+            }
+            Target::Webhook {
+                url,
+                format,
+                headers,
+            } => (url, crate::webhook::render(*format, n, &self.host, headers)),
         };
-        let body = serde_json::to_vec(&body).unwrap_or_default();
-        let result = self
-            .agent
-            .post(url.as_str())
-            .header("Content-Type", "application/json")
-            .send(&body[..]);
+        let result = crate::webhook::post(&self.agent, url, &req);
         let mut resp = match result {
             Ok(r) => r,
             Err(e) => return Err(Failure::Retry(self.redact(&e.to_string()), None)),
@@ -439,26 +469,9 @@ impl Sink {
             Target::Telegram { url, token, .. } => s
                 .replace(url.as_str(), "<telegram sendMessage URL>")
                 .replace(token.as_str(), "<redacted>"),
-            Target::Webhook { url } => s.replace(url.as_str(), &shown_url(url)),
+            Target::Webhook { url, .. } => s.replace(url.as_str(), &shown_url(url)),
         }
     }
-}
-
-/// `claude-failover on HOST` / `EVENT: message` / fields, one per line.
-fn telegram_text(n: &Notice, host: &str) -> String {
-    let mut t = format!("claude-failover on {host}\n{}: {}", n.event, n.message);
-    for (k, v) in &n.fields {
-        let v = match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        t.push_str(&format!("\n{k}: {v}"));
-    }
-    if t.chars().count() > TELEGRAM_MAX_CHARS {
-        t = t.chars().take(TELEGRAM_MAX_CHARS - 1).collect();
-        t.push('…');
-    }
-    t
 }
 
 #[cfg(test)]
@@ -524,6 +537,7 @@ mod tests {
             let token = "999:TOPSECRET";
             let sink = Sink {
                 name: "telegram".into(),
+                metric: "telegram".into(),
                 target: Target::Telegram {
                     url: format!("{base}/bot{token}/sendMessage"),
                     token: token.into(),
@@ -544,11 +558,11 @@ mod tests {
     #[test]
     fn telegram_text_is_bounded() {
         let n = Notice::new("task_failed", "x".repeat(5000)).field("task", "a.md");
-        let t = telegram_text(&n, "h");
+        let t = crate::webhook::text(&n, "h", TELEGRAM_MAX_CHARS);
         assert_eq!(t.chars().count(), TELEGRAM_MAX_CHARS);
         let n = Notice::new("task_failed", "boom").field("task", "a.md");
         assert_eq!(
-            telegram_text(&n, "h"),
+            crate::webhook::text(&n, "h", TELEGRAM_MAX_CHARS),
             "claude-failover on h\ntask_failed: boom\ntask: a.md"
         );
     }

@@ -85,9 +85,9 @@ pub fn resolve_project(cfg: &Config, wanted: Option<&str>) -> Result<PathBuf, St
 }
 
 /// Writes the task into `project`'s inbox and returns its path. The text
-/// is complete before the name appears (a hidden temp file, then a hard
-/// link that fails rather than replace anything), so the dispatcher never
-/// reads half a task and no task is ever overwritten.
+/// is complete before the name appears (a hidden temp file, then a rename
+/// that fails rather than replace anything), so the dispatcher never reads
+/// half a task and no task is ever overwritten.
 pub fn add(project: &Path, t: &NewTask) -> Result<PathBuf, String> {
     if t.body.trim().is_empty() {
         return Err("the task is empty: give its text as an argument or on stdin (-)".into());
@@ -116,7 +116,7 @@ pub fn add(project: &Path, t: &NewTask) -> Result<PathBuf, String> {
         .filter(|name| !taken(&q, name))
         .find_map(|name| {
             let dest = inbox.join(&name);
-            match fs::hard_link(&tmp, &dest) {
+            match crate::fsutil::rename_noreplace(&tmp, &dest) {
                 Ok(()) => Some(Ok(dest)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => None,
                 Err(e) => Some(Err(format!("cannot add {}: {e}", dest.display()))),
@@ -238,9 +238,8 @@ pub fn retry(project: &Path, name: &str) -> Result<PathBuf, String> {
     fs::create_dir_all(q.inbox())
         .map_err(|e| format!("cannot create {}: {e}", q.inbox().display()))?;
     let dest = q.pending_path(&name);
-    // link, then unlink: the task is never absent, never doubled over another.
-    fs::hard_link(&from, &dest).map_err(|e| format!("cannot move {name} back: {e}"))?;
-    fs::remove_file(&from).map_err(|e| format!("cannot remove {}: {e}", from.display()))?;
+    crate::fsutil::rename_noreplace(&from, &dest)
+        .map_err(|e| format!("cannot move {name} back: {e}"))?;
     let note = q.failed_dir().join(format!("{name}.error"));
     if note.exists() {
         let _ = crate::fsutil::move_no_clobber(

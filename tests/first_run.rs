@@ -648,6 +648,16 @@ fn a_done_task_reaches_slack_as_text() {
     let d = m.daemon();
     let out = m.cli(&["add", "--name", "hello", "say hello"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let done = m.root.join("proj/.agent-queue/done/hello.md");
+    let deadline = Instant::now() + T;
+    while !done.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the task never finished:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
     let seen = slack.wait(1, T);
     let v: Value = serde_json::from_slice(&seen[0].body).unwrap();
     let t = v["text"].as_str().unwrap();

@@ -106,7 +106,25 @@ fn finish(ctx: &Ctx, s: &Session, t: &TaskRef) {
         "ended": rfc3339(now_secs()),
     });
     match t.queue().done(&t.name, &record) {
-        Ok(p) => log::info!("{}: {} done -> {}", s.name, t.name, p.display()),
+        Ok(p) => {
+            log::info!("{}: {} done -> {}", s.name, t.name, p.display());
+            let took = now_secs().saturating_sub(t.started);
+            ctx.notify(
+                Notice::new(
+                    "task_done",
+                    format!(
+                        "{} done in {} after {}",
+                        t.name,
+                        s.name,
+                        crate::config::Dur::secs(took)
+                    ),
+                )
+                .field("task", t.name.clone())
+                .field("project", t.project.display().to_string())
+                .field("session", s.name.clone())
+                .field("record", format!("{}.json", p.display())),
+            );
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             log::warn!("{}: {} was no longer claimed", s.name, t.name)
         }
