@@ -281,7 +281,10 @@ pub fn check(input: &str, mode: GuardMode) -> io::Result<Verdict> {
             Verdict::Warn(reason)
         }
         Some(0) => Verdict::Allow,
-        other => Verdict::Block(format!("the guard failed (exit {other:?}): {stderr}")),
+        other => Verdict::Block(format!(
+            "the guard failed (it {}): {stderr}",
+            crate::exitinfo::pane_words(other)
+        )),
     })
 }
 

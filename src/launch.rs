@@ -93,10 +93,10 @@ impl fmt::Display for LaunchError {
             LaunchError::Guard(e) => write!(f, "guard not deployed: {e}"),
             LaunchError::Tmux(e) => write!(f, "{e}"),
             LaunchError::Exited { status, screen } => {
-                let status = status.map_or("unknown".into(), |c| c.to_string());
                 write!(
                     f,
-                    "the agent exited (status {status}) before it was ready; screen: {}",
+                    "the agent {} before it was ready; screen: {}",
+                    crate::exitinfo::pane_words(*status),
                     tail(screen)
                 )
             }

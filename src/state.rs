@@ -401,6 +401,8 @@ impl State {
                     "account": s.account,
                     "claude_session_id": s.claude_session_id,
                     "since": rfc3339(s.since),
+                    // After a failed launch a session rests; say until when.
+                    "resting_until": s.cooldown_until.filter(|t| *t > now).map(rfc3339),
                     "model": s.task.as_ref().map(|t| t.model.clone()),
                     "last_activity": rfc3339(s.last_activity),
                 })
@@ -414,7 +416,8 @@ impl State {
                 json!({
                     "name": a.name,
                     "active": a.name == self.active_account,
-                    "usable": st.usable,
+                    // No login means no launch, whatever the last poll said.
+                    "usable": st.usable && st.token.as_deref() != Some("missing"),
                     "five_hour": st.five_hour,
                     "seven_day": st.seven_day,
                     "five_hour_resets_at": st.five_hour_resets.map(rfc3339),

@@ -37,7 +37,10 @@ pub fn render(doc: &Value, now: u64) -> String {
         rows.push(vec![
             s(x, "name"),
             s(x, "kind"),
-            s(x, "state"),
+            match x.get("resting_until").and_then(Value::as_str) {
+                Some(t) => format!("{} (resting until {t})", s(x, "state")),
+                None => s(x, "state"),
+            },
             s(x, "task"),
             s(x, "account"),
             x.get("since")

@@ -187,8 +187,8 @@ impl Watcher {
             });
             if same && ctx.tmux.pane_info(&s.name).is_ok_and(|p| p.dead) {
                 let why = format!(
-                    "the agent exited (status {})",
-                    pane.exit_status.map_or("unknown".into(), |c| c.to_string())
+                    "the agent {}",
+                    crate::exitinfo::pane_words(pane.exit_status)
                 );
                 handle(ctx, &s.name, Event::AgentGone(why));
             }

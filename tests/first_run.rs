@@ -664,3 +664,58 @@ fn a_done_task_reaches_slack_as_text() {
     assert!(t.contains("task_done: hello.md"), "{t}\n{}", d.log());
     no_debug(t);
 }
+
+#[test]
+fn a_failed_launch_is_told_in_words_and_the_rest_is_shown() {
+    let mut m = Machine::new();
+    let agent = m.root.join("broken-claude");
+    fs::write(&agent, "#!/bin/sh\nexit 127\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&agent, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    m.agent = agent.display().to_string();
+    m.extra = "dispatcher: { scan_interval: 1h, cooldown: 1h, max_attempts: 1 }\n".into();
+    let yaml = m
+        .yaml()
+        .replace("dispatcher: { scan_interval: 1h, cooldown: 1s }\n", "");
+    fs::write(m.root.join("config.yaml"), &yaml).unwrap();
+    let cfg = m.root.join("config.yaml");
+    let c = cfg.to_str().unwrap();
+    let log = m.root.join("daemon.log");
+    let child = m
+        .cmd(&["run", "-c", c])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let d = Daemon {
+        child,
+        log,
+        addr_file: m.root.join("state/control.addr"),
+    };
+    wait_for("control.addr", || d.addr_file.exists());
+    fs::write(m.root.join("proj/.agent-queue/inbox/t.md"), "do it\n").unwrap();
+    let note = m.root.join("proj/.agent-queue/failed/t.md.error");
+    wait_for("t.md in failed/", || note.exists());
+    let why = fs::read_to_string(&note).unwrap();
+    assert!(
+        why.contains("exited with status 127: command not found"),
+        "{why}"
+    );
+    no_debug(&why);
+    let status = text(&m.cmd(&["status", "-c", c]).output().unwrap().stdout);
+    assert!(status.contains("idle (resting until 20"), "{status}");
+    let tasks = text(&m.cmd(&["tasks", "-c", c]).output().unwrap().stdout);
+    assert!(
+        tasks.contains("exited with status 127: command not found"),
+        "{tasks}"
+    );
+    fs::write(m.root.join("proj/.agent-queue/inbox/u.md"), "next\n").unwrap();
+    let tasks = text(&m.cmd(&["tasks", "-c", c]).output().unwrap().stdout);
+    assert!(
+        tasks.contains("u.md  waits: fr-1 is resting until 20"),
+        "{tasks}"
+    );
+    no_debug(&d.log());
+}

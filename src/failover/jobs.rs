@@ -101,16 +101,16 @@ impl Switcher {
         if let Some((from, _)) = &r.job.switch {
             let ok = r.failed.is_empty();
             let msg = format!(
-                "failover from {from} to {} {} in {:.1}s: moved [{}]{}",
+                "failover from {from} to {} {} in {:.1}s: {}{}",
                 r.job.to,
                 if ok { "done" } else { "finished with failures" },
                 r.elapsed.as_secs_f64(),
-                r.moved.join(", "),
+                sessions_moved(&r.moved),
                 if ok {
                     String::new()
                 } else {
                     format!(
-                        "; failed (retried every {}) [{}]",
+                        "; failed (retried every {}): {}",
                         cfg.failover.retry_interval,
                         failed_txt.join("; ")
                     )
@@ -128,7 +128,7 @@ impl Switcher {
             self.ctx.notify(
                 Notice::new(
                     "failover",
-                    format!("moved [{}] to {}", r.moved.join(", "), r.job.to),
+                    format!("{} to {}", sessions_moved(&r.moved), r.job.to),
                 )
                 .field("to", r.job.to.clone())
                 .field("phase", "retry")
@@ -249,5 +249,14 @@ impl Switcher {
             Ok(()) => log::info!("{name}: told to continue after a throttle"),
             Err(e) => log::warn!("{name}: cannot tell it to continue: {e}"),
         }
+    }
+}
+
+/// `moved ccl-1, ccl-2` or `no session to move`: never `moved []`.
+fn sessions_moved(moved: &[String]) -> String {
+    if moved.is_empty() {
+        "no session to move".into()
+    } else {
+        format!("moved {}", moved.join(", "))
     }
 }

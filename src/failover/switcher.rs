@@ -185,7 +185,7 @@ impl Switcher {
         let outcome = quota::poll_and_record(&self.ctx, &self.http, &acct);
         let why = if outcome.unanswered() {
             Some(format!(
-                "{name}: rate limited and the usage API cannot answer for {account} ({outcome:?})"
+                "{name}: rate limited and the usage API cannot answer for {account} ({outcome})"
             ))
         } else {
             self.active_problem()

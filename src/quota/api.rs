@@ -30,6 +30,33 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// A usage percent, or `unknown` when the window was not in the answer.
+pub fn percent(v: Option<f64>) -> String {
+    v.map_or_else(|| "unknown".into(), |p| format!("{p}%"))
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Reading(r) => write!(
+                f,
+                "5-hour {}, 7-day {}",
+                percent(r.five_hour),
+                percent(r.seven_day)
+            ),
+            Outcome::NoCredentials(e) => write!(f, "no credentials ({e})"),
+            Outcome::Expired => f.write_str("the token has expired"),
+            Outcome::Rejected(code) => write!(f, "the token was refused (HTTP {code})"),
+            Outcome::Throttled(Some(s)) => write!(f, "throttled (HTTP 429), retry after {s}s"),
+            Outcome::Throttled(None) => f.write_str("throttled (HTTP 429)"),
+            Outcome::BackingOff(t) => {
+                write!(f, "backing off until {}", crate::timefmt::rfc3339(*t))
+            }
+            Outcome::Failed(e) => write!(f, "the usage request failed: {e}"),
+        }
+    }
+}
+
 impl Outcome {
     /// Whether the API gave no usable answer (for a `rate_limit` check).
     pub fn unanswered(&self) -> bool {

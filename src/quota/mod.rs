@@ -189,19 +189,11 @@ pub fn poll_and_record(ctx: &Ctx, agent: &ureq::Agent, acct: &AccountConfig) -> 
     let now = now_secs();
     let (outcome, fp) = poll_account(agent, &cfg.quota.endpoint, acct, &status, now);
     match &outcome {
-        Outcome::Reading(r) => log::debug!(
-            "usage of {}: 5h {:?}% 7d {:?}%",
-            acct.name,
-            r.five_hour,
-            r.seven_day
-        ),
-        Outcome::BackingOff(until) => log::debug!(
-            "usage of {}: backing off until {}",
-            acct.name,
-            rfc3339(*until)
-        ),
+        Outcome::Reading(_) | Outcome::BackingOff(_) => {
+            log::debug!("usage of {}: {outcome}", acct.name)
+        }
         Outcome::NoCredentials(e) => log::debug!("usage of {}: not polled ({e})", acct.name),
-        other => log::warn!("usage of {}: {other:?}", acct.name),
+        other => log::warn!("usage of {}: {other}", acct.name),
     }
     let changes = ctx.update(|st| {
         let s = st
