@@ -305,7 +305,7 @@ fn resolve_session(ctx: &Ctx, rec: &events::Record) -> Option<String> {
 fn apply_record(ctx: &Ctx, rec: events::Record) {
     let Some(name) = resolve_session(ctx, &rec) else {
         log::debug!(
-            "event for unknown session {:?}/{:?} ignored",
+            "event for an unknown session ignored (session `{}`, pane `{}`)",
             rec.session,
             rec.pane
         );
