@@ -416,8 +416,7 @@ impl State {
                 json!({
                     "name": a.name,
                     "active": a.name == self.active_account,
-                    // No login means no launch, whatever the last poll said.
-                    "usable": st.usable && st.token.as_deref() != Some("missing"),
+                    "usable": st.usable,
                     "five_hour": st.five_hour,
                     "seven_day": st.seven_day,
                     "five_hour_resets_at": st.five_hour_resets.map(rfc3339),
