@@ -355,6 +355,7 @@ fn cli(args: &[&str], home: &Path, config_env: Option<&Path>) -> std::process::O
     let mut c = Command::new(env!("CARGO_BIN_EXE_claude-failover"));
     c.args(args)
         .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
         .env_remove("CLAUDE_FAILOVER_CONFIG");
     if let Some(p) = config_env {
         c.env("CLAUDE_FAILOVER_CONFIG", p);
