@@ -94,7 +94,7 @@ pub fn pending_fates(cfg: &Config, st: &State, now: u64) -> Vec<(Task, Fate)> {
         &crate::plan::slots(cfg, st, now),
         &crate::plan::running(st),
         per_project(cfg),
-        crate::plan::pause(st).as_ref(),
+        crate::plan::pause(st, now).as_ref(),
     );
     tasks.into_iter().zip(fates).collect()
 }

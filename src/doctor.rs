@@ -443,16 +443,8 @@ fn token_file(cfg: &Config, _scope: Scope) -> Finding {
     }
     match fs::read_to_string(path) {
         Ok(s) => {
-            let t = s.trim();
-            if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
-                return Finding::new(
-                    check,
-                    Level::Fail,
-                    format!(
-                        "token file {} must hold at least 16 printable characters without spaces: delete it to have one made",
-                        path.display()
-                    ),
-                );
+            if let Err(why) = crate::control::check_token(&s, path) {
+                return Finding::new(check, Level::Fail, why);
             }
             use std::os::unix::fs::PermissionsExt;
             let mode = fs::metadata(path)

@@ -187,12 +187,22 @@ pub fn slots(cfg: &Config, st: &State, now: u64) -> Vec<Slot> {
         .collect()
 }
 
-/// The hold on dispatching the state records, if any.
-pub fn pause(st: &State) -> Option<Pause> {
-    st.dispatch_paused.as_ref().map(|reason| Pause {
-        reason: reason.clone(),
-        until: st.paused_until,
-    })
+/// The hold on dispatching the state records, if any: no usable account,
+/// or launches held after an agent that would not start.
+pub fn pause(st: &State, now: u64) -> Option<Pause> {
+    if let Some(reason) = &st.dispatch_paused {
+        return Some(Pause {
+            reason: reason.clone(),
+            until: st.paused_until,
+        });
+    }
+    match (&st.launches_paused, st.launches_paused_until) {
+        (Some(reason), Some(t)) if t > now => Some(Pause {
+            reason: reason.clone(),
+            until: Some(t),
+        }),
+        _ => None,
+    }
 }
 
 /// Tasks each project runs now, from the sessions that hold one.

@@ -212,7 +212,7 @@ fn a_bad_token_file_is_named() {
     let f = s.find(Scope::Launch, "token file");
     assert_eq!(f.level, Level::Fail);
     assert!(
-        f.message.contains("delete it to have one made"),
+        f.message.contains("delete the file to have one made"),
         "{}",
         f.message
     );

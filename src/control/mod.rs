@@ -34,7 +34,7 @@ mod token;
 pub use self::client::{cli_failover, cli_reload, cli_status, client_addr, request, Reply};
 use self::http::*;
 pub use self::metrics::metrics_text;
-pub use self::token::{constant_time_eq, load_or_create_token};
+pub use self::token::{check_token, constant_time_eq, load_or_create_token};
 
 /// Request line and headers, in bytes.
 pub const MAX_HEADER: usize = 8 * 1024;

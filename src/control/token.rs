@@ -47,7 +47,7 @@ pub fn load_or_create_token(path: &Path) -> Result<String, String> {
     }
 }
 
-pub(super) fn check_token(s: &str, path: &Path) -> Result<(), String> {
+pub fn check_token(s: &str, path: &Path) -> Result<(), String> {
     let t = s.trim();
     if t.len() < 16 {
         return Err(format!(
