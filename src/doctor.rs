@@ -213,7 +213,7 @@ fn accounts(cfg: &Config, _scope: Scope) -> Vec<Finding> {
     let now_ms = crate::timefmt::now_ms();
     let mut out = Vec::new();
     let mut usable = 0;
-    for a in &cfg.accounts {
+    for (i, a) in cfg.accounts.iter().enumerate() {
         let check = format!("account {}", a.name);
         let dir = a.config_dir.display();
         let login = format!("log in with `CLAUDE_CONFIG_DIR={dir} claude`, then /login");
@@ -222,7 +222,7 @@ fn accounts(cfg: &Config, _scope: Scope) -> Vec<Finding> {
                 check,
                 Level::Fail,
                 format!(
-                    "account {}: config_dir {dir} does not exist: fix accounts.config_dir, or create it and {login}",
+                    "account {}: config_dir {dir} does not exist: fix accounts[{i}].config_dir, or create it and {login}",
                     a.name
                 ),
             ));
@@ -269,18 +269,19 @@ fn accounts(cfg: &Config, _scope: Scope) -> Vec<Finding> {
 }
 
 fn projects(cfg: &Config, _scope: Scope) -> Vec<Finding> {
-    let mut dirs: Vec<(&Path, &str)> = cfg
+    let mut dirs: Vec<(&Path, String)> = cfg
         .projects
         .iter()
-        .map(|p| (p.as_path(), "projects"))
+        .enumerate()
+        .map(|(i, p)| (p.as_path(), format!("projects[{i}]")))
         .collect();
-    for d in &cfg.pool.dedicated {
+    for (i, d) in cfg.pool.dedicated.iter().enumerate() {
         if !dirs.iter().any(|(p, _)| *p == d.project) {
-            dirs.push((&d.project, "pool.dedicated.project"));
+            dirs.push((&d.project, format!("pool.dedicated[{i}].project")));
         }
     }
     if let Some(p) = &cfg.projects_dir {
-        dirs.push((p, "projects_dir"));
+        dirs.push((p, "projects_dir".into()));
     }
     dirs.into_iter()
         .map(|(p, key)| {

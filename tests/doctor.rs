@@ -162,7 +162,7 @@ fn a_missing_project_fails_run_and_warns_check_config() {
     assert_eq!(f.level, Level::Fail);
     assert!(
         f.message
-            .ends_with("does not exist: create it, or fix projects"),
+            .ends_with("does not exist: create it, or fix projects[0]"),
         "{}",
         f.message
     );
