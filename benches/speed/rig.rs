@@ -114,6 +114,13 @@ impl Rig {
             .map(|i| {
                 let a = root.join(format!("acct{i}"));
                 fs::create_dir_all(&a).unwrap();
+                // An account without readable credentials is not used.
+                let exp = now_us() / 1000 + 86_400_000;
+                fs::write(
+                    a.join(".credentials.json"),
+                    format!(r#"{{"claudeAiOauth":{{"accessToken":"tok-a{i}","refreshToken":"never-used","expiresAt":{exp}}}}}"#),
+                )
+                .unwrap();
                 a
             })
             .collect();
