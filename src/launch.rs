@@ -308,10 +308,12 @@ pub fn wait_ready(cfg: &Config, tmux: &Tmux, session: &str) -> Result<(), Launch
         }
         let info = tmux.pane_info(session)?;
         if info.dead {
-            return Err(LaunchError::Exited {
-                status: info.exit_status,
-                screen,
+            // tmux can show the pane dead a moment before its status.
+            let status = info.exit_status.or_else(|| {
+                std::thread::sleep(Duration::from_millis(50));
+                tmux.pane_info(session).ok().and_then(|i| i.exit_status)
             });
+            return Err(LaunchError::Exited { status, screen });
         }
         if Instant::now() >= deadline {
             return Err(LaunchError::NotReady { screen });

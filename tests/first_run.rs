@@ -702,8 +702,10 @@ fn a_failed_launch_is_told_in_words_and_the_rest_is_shown() {
         d.log().contains("t.md goes back to the inbox")
     });
     let log = d.log();
+    // In words; tmux may not have the status yet under load.
     assert!(
-        log.contains("the agent exited with status 127: command not found before it was ready"),
+        log.contains("the agent exited with status 127: command not found before it was ready")
+            || log.contains("the agent exited (status unknown) before it was ready"),
         "{log}"
     );
     let status = text(&m.cmd(&["status", "-c", c]).output().unwrap().stdout);
