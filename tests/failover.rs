@@ -547,6 +547,18 @@ impl Drop for Proc {
     }
 }
 
+/// Prints the spawned daemons' log when the test fails.
+struct DumpOnPanic(PathBuf);
+
+impl Drop for DumpOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = fs::read_to_string(&self.0).unwrap_or_default();
+            eprintln!("--- {} ---\n{log}", self.0.display());
+        }
+    }
+}
+
 fn spawn_daemon(s: &Setup, cfg: &Path) -> Proc {
     let err = fs::OpenOptions::new()
         .create(true)
@@ -586,6 +598,7 @@ fn kill_dash_nine_during_a_failover_then_a_restart_finishes_every_move() {
         let s = Setup::new(1, 2);
         let cfg = s.env.root().join("config.yaml");
         fs::write(&cfg, s.yaml()).unwrap();
+        let _dump = DumpOnPanic(s.env.root().join("daemon.log"));
         let d = spawn_daemon(&s, &cfg);
         s.long_task(0, "a.md");
         s.long_task(0, "b.md");
