@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::fswatch::{FsEvent, FsWatch};
 use crate::launch::{self, Conversation, Launch, LaunchError};
 use crate::lifecycle::{self, Event};
-use crate::notice::Notice;
+use crate::notice::{Notice, NoticeKind};
 use crate::queue_index::QueueIndex;
 use crate::state::{SessionKind, State, TaskRef};
 use crate::task::{Queue, Task};
@@ -288,9 +288,12 @@ fn refresh(ctx: &Ctx, index: &mut QueueIndex, dry_run: bool) {
     for b in bad {
         ctx.state().metrics.tasks_failed += 1;
         ctx.notify(
-            Notice::new("task_failed", format!("{}; moved to failed/", b.reason))
-                .field("task", b.name)
-                .field("project", b.project.display().to_string()),
+            Notice::new(
+                NoticeKind::TaskFailed,
+                format!("{}; moved to failed/", b.reason),
+            )
+            .field("task", b.name)
+            .field("project", b.project.display().to_string()),
         );
     }
 }
@@ -573,12 +576,12 @@ fn count_start_failures(ctx: &Ctx, never_started: bool, result: &Result<(), Laun
             ctx.config().dispatcher.cooldown
         );
         log::error!("{msg}");
-        ctx.notify(Notice::new("dispatch_paused", msg));
+        ctx.notify(Notice::new(NoticeKind::DispatchPaused, msg));
     }
     if resumed.is_some() {
         log::info!("the agent starts again; dispatching resumed");
         ctx.notify(Notice::new(
-            "dispatch_paused",
+            NoticeKind::DispatchPaused,
             "the agent starts again; dispatching resumed".to_string(),
         ));
     }

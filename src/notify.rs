@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::bus::Ctx;
 use crate::config::NotifyConfig;
-use crate::notice::Notice;
+use crate::notice::{Notice, NoticeKind};
 
 /// Notices queued per sink.
 pub const SINK_QUEUE: usize = 64;
@@ -61,7 +61,7 @@ pub fn run(ctx: Arc<Ctx>, rx: Receiver<Notice>) {
                         }
                         cfg = now_cfg;
                     }
-                    if wanted(&cfg.notify, n.event) {
+                    if wanted(&cfg.notify, n.event.as_str()) {
                         dedup.push(n, Instant::now(), &mut out);
                     }
                 }
@@ -100,7 +100,7 @@ struct Burst {
 /// Collapses repeats of (event, message) within `window`.
 struct Dedup {
     window: Duration,
-    seen: HashMap<(&'static str, String), Burst>,
+    seen: HashMap<(NoticeKind, String), Burst>,
 }
 
 impl Dedup {
@@ -483,12 +483,12 @@ mod tests {
         let mut d = Dedup::new(Duration::from_secs(60));
         let t0 = Instant::now();
         let mut out = Vec::new();
-        let n = Notice::new("session_dead", "ccl-1 is gone");
+        let n = Notice::new(NoticeKind::SessionDead, "ccl-1 is gone");
         d.push(n.clone(), t0, &mut out);
         d.push(n.clone(), t0 + Duration::from_secs(1), &mut out);
         d.push(n.clone(), t0 + Duration::from_secs(2), &mut out);
         d.push(
-            Notice::new("session_dead", "ccl-2 is gone"),
+            Notice::new(NoticeKind::SessionDead, "ccl-2 is gone"),
             t0 + Duration::from_secs(3),
             &mut out,
         );
@@ -546,7 +546,7 @@ mod tests {
                 agent: agent(),
                 host: "h".into(),
             };
-            match sink.send(&Notice::new("failover", "x")) {
+            match sink.send(&Notice::new(NoticeKind::Failover, "x")) {
                 Err(Failure::Retry(why, _)) | Err(Failure::Permanent(why)) => {
                     assert!(!why.contains("TOPSECRET"), "{why}");
                 }
@@ -557,10 +557,10 @@ mod tests {
 
     #[test]
     fn telegram_text_is_bounded() {
-        let n = Notice::new("task_failed", "x".repeat(5000)).field("task", "a.md");
+        let n = Notice::new(NoticeKind::TaskFailed, "x".repeat(5000)).field("task", "a.md");
         let t = crate::webhook::text(&n, "h", TELEGRAM_MAX_CHARS);
         assert_eq!(t.chars().count(), TELEGRAM_MAX_CHARS);
-        let n = Notice::new("task_failed", "boom").field("task", "a.md");
+        let n = Notice::new(NoticeKind::TaskFailed, "boom").field("task", "a.md");
         assert_eq!(
             crate::webhook::text(&n, "h", TELEGRAM_MAX_CHARS),
             "claude-failover on h\ntask_failed: boom\ntask: a.md"

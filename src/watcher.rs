@@ -17,7 +17,7 @@ use crate::bus::{Ctx, WatchMsg};
 use crate::events::{self, GuardRecord, HookEvent, Kind};
 use crate::fswatch::{FsEvent, FsWatch};
 use crate::lifecycle::{handle, Event};
-use crate::notice::Notice;
+use crate::notice::{Notice, NoticeKind};
 use crate::state::{Session, SessionKind, SessionState};
 use crate::timefmt::{now_secs, rfc3339};
 use crate::tmux::PaneInfo;
@@ -479,7 +479,7 @@ fn guard_record(ctx: &Ctx, name: &str, g: GuardRecord) {
     };
     ctx.notify(
         Notice::new(
-            "guard_block",
+            NoticeKind::GuardBlock,
             format!("{name}: blocked {} ({}): {}", g.tool, g.rule, g.detail),
         )
         .field("session", name)

@@ -88,8 +88,11 @@ pub fn render(
                             "Title".into(),
                             ascii(&format!("claude-failover on {host}: {}", n.event)),
                         ),
-                        ("Priority".into(), ntfy_priority(n.event).into()),
-                        ("Tags".into(), format!("{},{}", ntfy_tag(n.event), n.event)),
+                        ("Priority".into(), ntfy_priority(n.event.as_str()).into()),
+                        (
+                            "Tags".into(),
+                            format!("{},{}", ntfy_tag(n.event.as_str()), n.event),
+                        ),
                     ],
                     headers,
                 ),
@@ -243,9 +246,10 @@ pub fn post(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::notice::NoticeKind;
 
     fn notice() -> Notice {
-        Notice::new("task_failed", "fix-login.md failed: <boom> & more")
+        Notice::new(NoticeKind::TaskFailed, "fix-login.md failed: <boom> & more")
             .field("task", "fix-login.md")
             .field("moved", Value::Array(Vec::new()))
             .field("attempts", 3)
@@ -278,7 +282,7 @@ mod tests {
             t,
             "claude-failover on h\ntask_failed: fix-login.md failed: <boom> & more\nattempts: 3\nmoved: none\ntask: fix-login.md"
         );
-        let long = Notice::new("session_stuck", "x".repeat(5000));
+        let long = Notice::new(NoticeKind::SessionStuck, "x".repeat(5000));
         assert_eq!(text(&long, "h", 2000).chars().count(), 2000);
         assert_eq!(
             value_text(&serde_json::json!(["ccl-1", "ccl-2"])),
@@ -312,7 +316,7 @@ mod tests {
                 ("priority".to_string(), "urgent".to_string()),
             ]
         );
-        let mut big = Notice::new("session_stuck", "é".repeat(3000));
+        let mut big = Notice::new(NoticeKind::SessionStuck, "é".repeat(3000));
         big.fields.clear();
         let r = render(Format::Ntfy, &big, "h", &no_headers());
         assert!(r.body.len() <= NTFY_MAX_BYTES);

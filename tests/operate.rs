@@ -20,7 +20,7 @@ use claude_failover::bus::Refusal;
 use claude_failover::config::Config;
 use claude_failover::control;
 use claude_failover::daemon::{Ctx, Daemon, FailoverMsg};
-use claude_failover::notice::Notice;
+use claude_failover::notice::{Notice, NoticeKind};
 use claude_failover::state::State;
 use serde_json::Value;
 use support::wait_for;
@@ -869,11 +869,14 @@ fn each_event_reaches_each_sink_once() {
     let r = Running::start(&env);
     let ctx = r.ctx().clone();
     let sent = Instant::now();
-    ctx.notify(Notice::new("task_failed", "a.md failed: boom").field("task", "a.md"));
-    ctx.notify(Notice::new("session_stuck", "filtered out"));
-    ctx.notify(Notice::new("failover", "main -> backup").field("to", "backup"));
+    ctx.notify(Notice::new(NoticeKind::TaskFailed, "a.md failed: boom").field("task", "a.md"));
+    ctx.notify(Notice::new(NoticeKind::SessionStuck, "filtered out"));
+    ctx.notify(Notice::new(NoticeKind::Failover, "main -> backup").field("to", "backup"));
     for _ in 0..3 {
-        ctx.notify(Notice::new("guard_block", "ops-1: rm -rf / blocked"));
+        ctx.notify(Notice::new(
+            NoticeKind::GuardBlock,
+            "ops-1: rm -rf / blocked",
+        ));
     }
     // The live webhook has both events quickly, its 500 retried, despite
     // the dead webhooks listed before it.
@@ -903,7 +906,7 @@ fn each_event_reaches_each_sink_once() {
     });
     // A marker: each sink is FIFO, so once it arrives nothing earlier is
     // still on its way.
-    ctx.notify(Notice::new("dispatch_paused", "marker"));
+    ctx.notify(Notice::new(NoticeKind::DispatchPaused, "marker"));
     wait_for("the marker at both sinks", T, || {
         hook.delivered(|h| event_of(h) == "dispatch_paused") == 1
             && telegram.delivered(|h| event_of(h) == "dispatch_paused") == 1

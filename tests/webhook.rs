@@ -9,7 +9,7 @@ mod receiver;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use claude_failover::notice::Notice;
+use claude_failover::notice::{Notice, NoticeKind};
 use claude_failover::webhook::{self, Format};
 use receiver::{services, Receiver};
 use serde_json::Value;
@@ -33,7 +33,7 @@ fn send(format: Format, n: &Notice, headers: &BTreeMap<String, String>, r: &Rece
 
 fn failed() -> Notice {
     Notice::new(
-        "task_failed",
+        NoticeKind::TaskFailed,
         "fix-login.md failed: the agent exited with status 127: command not found",
     )
     .field("task", "fix-login.md")
@@ -71,7 +71,7 @@ fn slack_gets_text() {
 fn discord_gets_content_within_its_limit() {
     let r = Receiver::start(Box::new(services::discord));
     assert_eq!(send(Format::Discord, &failed(), &BTreeMap::new(), &r), 204);
-    let long = Notice::new("session_stuck", "y".repeat(5000));
+    let long = Notice::new(NoticeKind::SessionStuck, "y".repeat(5000));
     assert_eq!(send(Format::Discord, &long, &BTreeMap::new(), &r), 204);
     let seen = r.wait(2, Duration::from_secs(5));
     let v: Value = serde_json::from_slice(&seen[1].body).unwrap();

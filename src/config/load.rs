@@ -2,22 +2,7 @@
 
 #[allow(unused_imports)]
 use super::*;
-
-/// Notification event names a user may list in `notify.events`.
-pub const EVENT_NAMES: &[&str] = &[
-    "task_done",
-    "task_failed",
-    "failover",
-    "quota_warning",
-    "token_expired",
-    "session_dead",
-    "session_stuck",
-    "session_waiting",
-    "guard_block",
-    "circuit_breaker",
-    "launch_unguarded",
-    "dispatch_paused",
-];
+use crate::notice::NoticeKind;
 
 impl Config {
     /// The embedded default: the current directory as the one project, one
@@ -226,10 +211,11 @@ impl Config {
             resolve_listen(&self.control.listen).map_err(|e| ("control.listen".to_string(), e))?;
         }
         for (i, e) in self.notify.events.iter().enumerate() {
-            if !EVENT_NAMES.contains(&e.as_str()) {
+            if NoticeKind::from_name(e).is_none() {
+                let known: Vec<&str> = NoticeKind::ALL.iter().map(|k| k.as_str()).collect();
                 return fail(
                     format!("notify.events[{i}]"),
-                    format!("unknown event `{e}`; known: {}", EVENT_NAMES.join(", ")),
+                    format!("unknown event `{e}`; known: {}", known.join(", ")),
                 );
             }
         }

@@ -295,6 +295,18 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_notice_event_names_the_known_ones() {
+        let c = parse("notify: { events: [task_failed, guard_block] }\n").unwrap();
+        assert_eq!(c.notify.events, ["task_failed", "guard_block"]);
+        let e = parse("notify: { events: [task_failed, task_exploded] }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown event `task_exploded`"), "{e}");
+        assert!(e.contains("task_failed, failover,"), "{e}");
+        assert!(e.contains("dispatch_paused"), "{e}");
+    }
+
+    #[test]
     fn an_empty_file_is_refused_but_no_file_is_the_default() {
         let dir = tempfile::tempdir().unwrap();
         for text in ["", "  \n", "# nothing\n"] {

@@ -9,7 +9,7 @@ use super::{earliest, limit_is_history, mover, Job, Report, Switcher, LATER};
 use crate::bus::DispatchMsg;
 use crate::launch;
 use crate::lifecycle::AgentId;
-use crate::notice::Notice;
+use crate::notice::{Notice, NoticeKind};
 use crate::state::{SessionKind, SessionState};
 use crate::timefmt::now_secs;
 
@@ -22,7 +22,7 @@ impl Switcher {
             });
             self.ctx.notify(
                 Notice::new(
-                    "failover",
+                    NoticeKind::Failover,
                     format!("failover from {from} to {}: {why}", job.to),
                 )
                 .field("from", from.clone())
@@ -117,7 +117,7 @@ impl Switcher {
                 }
             );
             self.ctx.notify(
-                Notice::new("failover", msg)
+                Notice::new(NoticeKind::Failover, msg)
                     .field("from", from.clone())
                     .field("to", r.job.to.clone())
                     .field("phase", if ok { "done" } else { "failed" })
@@ -127,7 +127,7 @@ impl Switcher {
         } else if !r.moved.is_empty() {
             self.ctx.notify(
                 Notice::new(
-                    "failover",
+                    NoticeKind::Failover,
                     format!("{} to {}", sessions_moved(&r.moved), r.job.to),
                 )
                 .field("to", r.job.to.clone())

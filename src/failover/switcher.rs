@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::{earliest, instant_at, limit_is_history, Job, Switcher};
 use crate::bus::{DispatchMsg, Refusal};
 use crate::lifecycle::{self, AgentId, Event};
-use crate::notice::Notice;
+use crate::notice::{Notice, NoticeKind};
 use crate::quota;
 use crate::state::{Session, SessionState};
 use crate::timefmt::{now_secs, rfc3339};
@@ -252,7 +252,7 @@ impl Switcher {
         if first {
             self.ctx.notify(
                 Notice::new(
-                    "dispatch_paused",
+                    NoticeKind::DispatchPaused,
                     format!(
                         "no usable account ({why}); dispatching paused until {}",
                         rfc3339(until)
@@ -272,7 +272,7 @@ impl Switcher {
         });
         if was.is_some() {
             self.ctx.notify(Notice::new(
-                "dispatch_paused",
+                NoticeKind::DispatchPaused,
                 format!("dispatching resumed on account {account}"),
             ));
             let _ = self.ctx.to_dispatcher.send(DispatchMsg::Scan);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::{step, Cause, Effect, Event};
 use crate::bus::{Ctx, DispatchMsg, FailoverMsg, WatchMsg};
 use crate::launch;
-use crate::notice::Notice;
+use crate::notice::{Notice, NoticeKind};
 use crate::state::{Session, TaskRef};
 use crate::timefmt::{now_secs, rfc3339};
 
@@ -111,7 +111,7 @@ fn finish(ctx: &Ctx, s: &Session, t: &TaskRef) {
             let took = now_secs().saturating_sub(t.started);
             ctx.notify(
                 Notice::new(
-                    "task_done",
+                    NoticeKind::TaskDone,
                     format!(
                         "{} done in {} after {}",
                         t.name,
@@ -225,9 +225,12 @@ pub fn give_back(ctx: &Ctx, task: &TaskRef, cause: &Cause) {
                 st.metrics.tasks_failed += 1;
             });
             ctx.notify(
-                Notice::new("task_failed", format!("{} failed: {why}", task.name))
-                    .field("task", task.name.clone())
-                    .field("project", task.project.display().to_string()),
+                Notice::new(
+                    NoticeKind::TaskFailed,
+                    format!("{} failed: {why}", task.name),
+                )
+                .field("task", task.name.clone())
+                .field("project", task.project.display().to_string()),
             );
         }
         Err(e) => log::error!("cannot move {} to failed/: {e}", task.name),

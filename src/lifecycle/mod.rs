@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+use crate::notice::NoticeKind;
 pub use crate::state::Move;
 use crate::state::{Session, SessionKind, SessionState, TaskRef};
 
@@ -178,9 +179,9 @@ pub enum Effect {
     /// Straight to `failed/`.
     Fail(TaskRef, String),
     /// A notice about the session.
-    Report(&'static str, String),
+    Report(NoticeKind, String),
     /// A notice about the session's task: its kind, the task, the text.
-    ReportTask(&'static str, String, String),
+    ReportTask(NoticeKind, String, String),
     /// The session is free: tell the dispatcher.
     Free,
     /// The session is at a usage limit: tell the switcher.
@@ -259,11 +260,11 @@ pub fn step(old: &Session, ev: &Event, now: u64) -> (Session, Vec<Effect>) {
         (Working, Event::WaitingInput(m)) => {
             enter(&mut s, WaitingInput, now);
             s.reported = true;
-            fx.push(Effect::Report("session_waiting", m.clone()));
+            fx.push(Effect::Report(NoticeKind::SessionWaiting, m.clone()));
         }
         (Working, Event::Stuck(m)) if !s.reported => {
             s.reported = true;
-            fx.push(Effect::Report("session_stuck", m.clone()));
+            fx.push(Effect::Report(NoticeKind::SessionStuck, m.clone()));
         }
         (WaitingInput, Event::Active) => enter(&mut s, Working, now),
         // Told once to decide by itself; waiting again ends the task.
@@ -324,7 +325,7 @@ pub fn step(old: &Session, ev: &Event, now: u64) -> (Session, Vec<Effect>) {
             enter(&mut s, Dead, now);
             s.reported = true;
             fx.push(Effect::Report(
-                "session_dead",
+                NoticeKind::SessionDead,
                 format!("tmux session {} is gone", s.name),
             ));
         }
@@ -335,7 +336,7 @@ pub fn step(old: &Session, ev: &Event, now: u64) -> (Session, Vec<Effect>) {
         }
         (_, Event::RecreateFailed(why)) if !s.reported => {
             s.reported = true;
-            fx.push(Effect::Report("session_dead", why.clone()));
+            fx.push(Effect::Report(NoticeKind::SessionDead, why.clone()));
         }
         (_, Event::Claimed { task, account }) => {
             s.project = Some(task.project.clone());
@@ -407,7 +408,7 @@ pub fn step(old: &Session, ev: &Event, now: u64) -> (Session, Vec<Effect>) {
         (_, Event::Unguarded(why)) if has_task => {
             let t = s.task.take().expect("has a task");
             fx.push(Effect::ReportTask(
-                "launch_unguarded",
+                NoticeKind::LaunchUnguarded,
                 t.name.clone(),
                 format!("{why}; stopping it"),
             ));
@@ -416,7 +417,7 @@ pub fn step(old: &Session, ev: &Event, now: u64) -> (Session, Vec<Effect>) {
             fx.push(Effect::StopAgent);
         }
         (_, Event::Breaker(why)) => {
-            fx.push(Effect::Report("circuit_breaker", why.clone()));
+            fx.push(Effect::Report(NoticeKind::CircuitBreaker, why.clone()));
             if let Some(t) = s.task.take() {
                 fx.push(Effect::Fail(t, why.clone()));
             }
@@ -427,7 +428,11 @@ pub fn step(old: &Session, ev: &Event, now: u64) -> (Session, Vec<Effect>) {
         }
         (Working | WaitingInput | Limited, Event::ProjectGone(why)) if has_task => {
             let t = s.task.take().expect("has a task");
-            fx.push(Effect::ReportTask("task_failed", t.name, why.clone()));
+            fx.push(Effect::ReportTask(
+                NoticeKind::TaskFailed,
+                t.name,
+                why.clone(),
+            ));
             s.moving = None;
             enter(&mut s, Stopping, now);
             fx.push(Effect::StopAgent);

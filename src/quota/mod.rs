@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::bus::{Ctx, FailoverMsg};
 use crate::config::{AccountConfig, Config};
-use crate::notice::Notice;
+use crate::notice::{Notice, NoticeKind};
 use crate::state::{AccountStatus, TokenState};
 use crate::timefmt::{now_ms, now_secs, parse_rfc3339, rfc3339};
 
@@ -206,7 +206,7 @@ pub fn poll_and_record(ctx: &Ctx, agent: &ureq::Agent, acct: &AccountConfig) -> 
         match c {
             Change::TokenBad(why) => ctx.notify(
                 Notice::new(
-                    "token_expired",
+                    NoticeKind::TokenExpired,
                     format!(
                         "account {}: {why}; it is not used until it works again",
                         acct.name
@@ -216,8 +216,11 @@ pub fn poll_and_record(ctx: &Ctx, agent: &ureq::Agent, acct: &AccountConfig) -> 
             ),
             Change::TokenGood => log::info!("account {} is usable again", acct.name),
             Change::Crossed(w) => ctx.notify(
-                Notice::new("quota_warning", format!("account {}: {w}", acct.name))
-                    .field("account", acct.name.clone()),
+                Notice::new(
+                    NoticeKind::QuotaWarning,
+                    format!("account {}: {w}", acct.name),
+                )
+                .field("account", acct.name.clone()),
             ),
         }
     }
