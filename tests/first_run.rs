@@ -37,6 +37,8 @@ struct Machine {
     agent: String,
     sessions: u32,
     listen: String,
+    /// The `dispatcher:` flow mapping.
+    dispatcher: String,
     extra: String,
 }
 
@@ -72,6 +74,7 @@ impl Machine {
                 .to_string(),
             sessions: 1,
             listen: "127.0.0.1:0".into(),
+            dispatcher: "{ scan_interval: 1h, cooldown: 1s }".into(),
             extra: String::new(),
             _dir: dir,
             root,
@@ -90,7 +93,7 @@ impl Machine {
              agent:\n  command: '{agent}'\n  prompt_timeout: 10s\n\
              projects: [ '{r}/proj' ]\n\
              pool:\n  autonomous: {{ prefix: fr-, start_index: 1, max: {n} }}\n\
-             dispatcher: {{ scan_interval: 1h, cooldown: 1s }}\n\
+             dispatcher: {dispatcher}\n\
              watcher: {{ interval: 300ms }}\n\
              accounts:\n  - name: main\n    config_dir: '{r}/acct'\n\
              quota: {{ endpoint: 'http://127.0.0.1:9/usage' }}\n\
@@ -100,6 +103,7 @@ impl Machine {
             agent = self.agent,
             n = self.sessions,
             listen = self.listen,
+            dispatcher = self.dispatcher,
             extra = self.extra,
         )
     }
@@ -675,26 +679,10 @@ fn a_failed_launch_is_told_in_words_and_the_rest_is_shown() {
         fs::set_permissions(&agent, fs::Permissions::from_mode(0o755)).unwrap();
     }
     m.agent = agent.display().to_string();
-    m.extra = "dispatcher: { scan_interval: 1h, cooldown: 1h, max_attempts: 1 }\n".into();
-    let yaml = m
-        .yaml()
-        .replace("dispatcher: { scan_interval: 1h, cooldown: 1s }\n", "");
-    fs::write(m.root.join("config.yaml"), &yaml).unwrap();
-    let cfg = m.root.join("config.yaml");
+    m.dispatcher = "{ scan_interval: 1h, cooldown: 1h, max_attempts: 1 }".into();
+    let cfg = m.config();
     let c = cfg.to_str().unwrap();
-    let log = m.root.join("daemon.log");
-    let child = m
-        .cmd(&["run", "-c", c])
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let d = Daemon {
-        child,
-        log,
-        addr_file: m.root.join("state/control.addr"),
-    };
-    wait_for("control.addr", || d.addr_file.exists());
+    let d = m.daemon();
     fs::write(m.root.join("proj/.agent-queue/inbox/t.md"), "do it\n").unwrap();
     // An agent that cannot start is the session's trouble, not the task's:
     // the task goes back and the session rests.
