@@ -50,6 +50,7 @@ pub fn ensure_sessions(ctx: &Ctx) {
         log::error!("cannot list tmux panes: {e}");
         Default::default()
     });
+    let mut events = Vec::new();
     for (name, kind, transcript_exists) in sessions {
         let pane = panes.get(&name);
         let mut exists = pane.is_some();
@@ -71,8 +72,9 @@ pub fn ensure_sessions(ctx: &Ctx) {
             exists,
             transcript_exists,
         };
-        lifecycle::handle(ctx, &name, ev);
+        events.push((name, ev));
     }
+    lifecycle::handle_all(ctx, events);
 }
 
 pub fn run(ctx: Arc<Ctx>, rx: Receiver<DispatchMsg>) {

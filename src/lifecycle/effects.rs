@@ -21,6 +21,27 @@ pub fn apply(ctx: &Ctx, name: &str, ev: &Event) -> Option<(Session, Vec<Effect>)
     })
 }
 
+/// `handle` for many sessions at once, with one state write (start-up
+/// adopting a hundred sessions would otherwise write state.json a hundred
+/// times).
+pub fn handle_all(ctx: &Ctx, events: Vec<(String, Event)>) {
+    let now = now_secs();
+    let stepped: Vec<(Session, Vec<Effect>)> = ctx.update(|st| {
+        events
+            .iter()
+            .filter_map(|(name, ev)| {
+                let s = st.sessions.get_mut(name)?;
+                let (next, fx) = step(s, ev, now);
+                *s = next;
+                Some((s.clone(), fx))
+            })
+            .collect()
+    });
+    for (s, fx) in stepped {
+        perform(ctx, &s, fx);
+    }
+}
+
 /// `apply`, then `perform`: what most callers want.
 pub fn handle(ctx: &Ctx, name: &str, ev: Event) {
     if let Some((s, fx)) = apply(ctx, name, &ev) {

@@ -13,7 +13,7 @@ pub use crate::state::Move;
 use crate::state::{Session, SessionKind, SessionState, TaskRef};
 
 mod effects;
-pub use self::effects::{apply, give_back, handle, perform};
+pub use self::effects::{apply, give_back, handle, handle_all, perform};
 
 /// One agent: its pane's pid and its conversation. A follow-up booked for
 /// an agent (a throttle's `continue`, a move retry) is dropped once the
