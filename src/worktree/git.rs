@@ -167,6 +167,15 @@ impl Git {
         })
     }
 
+    /// A cheap check for the dispatch plan: git is usable and `project`
+    /// is inside a repository.
+    pub fn can_isolate(&self, project: &Path) -> bool {
+        self.check_version().is_ok()
+            && self
+                .test(project, &["rev-parse", "--git-dir"].map(OsStr::new))
+                .unwrap_or(false)
+    }
+
     fn resolve(&self, project: &Path, base: &str) -> Result<String, WorktreeError> {
         let spec = format!("{base}^{{commit}}");
         self.run(

@@ -133,6 +133,13 @@ pub enum Ending {
     Kept(Summary),
 }
 
+impl Summary {
+    /// No commit, no change: the worktree can go without losing anything.
+    pub fn left_nothing(&self, wt: &Worktree) -> bool {
+        self.commits == 0 && !self.uncommitted && self.head == wt.base_commit
+    }
+}
+
 impl Ending {
     pub fn summary(&self) -> &Summary {
         match self {

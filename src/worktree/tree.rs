@@ -207,7 +207,7 @@ impl Git {
     /// its branch; any other stays for review.
     pub fn finish(&self, wt: &Worktree) -> Result<Ending, WorktreeError> {
         let summary = self.summarise(wt)?;
-        if summary.commits > 0 || summary.uncommitted || summary.head != wt.base_commit {
+        if !summary.left_nothing(wt) {
             return Ok(Ending::Kept(summary));
         }
         self.remove(&wt.project, &wt.dir, &wt.branch, &summary.head)?;
