@@ -113,7 +113,19 @@ pub fn deploy(
     mode: GuardMode,
     events_dir: Option<&Path>,
 ) -> Result<(), GuardError> {
-    let claude_dir = project.join(".claude");
+    deploy_script(project, mode, events_dir)?;
+    merge_settings(&project.join(".claude/settings.json"))
+}
+
+/// Writes only the script: in a task's worktree the hooks come from the
+/// daemon's `--settings` file, so the worktree's tracked settings stay as
+/// committed.
+pub fn deploy_script(
+    dir: &Path,
+    mode: GuardMode,
+    events_dir: Option<&Path>,
+) -> Result<(), GuardError> {
+    let claude_dir = dir.join(".claude");
     let hooks_dir = claude_dir.join("hooks");
     for d in [&claude_dir, &hooks_dir] {
         if fs::symlink_metadata(d).is_ok_and(|m| m.file_type().is_symlink()) {
@@ -121,8 +133,7 @@ pub fn deploy(
         }
     }
     fs::create_dir_all(&hooks_dir).map_err(|e| GuardError::Io(hooks_dir.clone(), e))?;
-    write_script(&hooks_dir, &baked_script(mode, events_dir))?;
-    merge_settings(&claude_dir.join("settings.json"))
+    write_script(&hooks_dir, &baked_script(mode, events_dir))
 }
 
 fn write_script(hooks_dir: &Path, script: &str) -> Result<(), GuardError> {

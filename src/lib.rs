@@ -26,6 +26,7 @@ pub mod fsutil;
 pub mod fswatch;
 pub mod guard;
 pub mod http;
+pub mod isolation;
 pub mod janitor;
 pub mod launch;
 pub mod lifecycle;

@@ -23,6 +23,7 @@ impl Default for Config {
             projects_dir: None,
             pool: PoolConfig::default(),
             dispatcher: DispatcherConfig::default(),
+            isolation: IsolationConfig::default(),
             watcher: WatcherConfig::default(),
             accounts: vec![AccountConfig {
                 name: "main".into(),
@@ -81,6 +82,18 @@ impl Default for DispatcherConfig {
             scan_interval: Dur::secs(60),
             cooldown: Dur::secs(300),
             max_attempts: 3,
+            per_project: 1,
+        }
+    }
+}
+
+impl Default for IsolationConfig {
+    fn default() -> Self {
+        IsolationConfig {
+            mode: IsolationMode::None,
+            worktrees: None,
+            branch_prefix: "cf/".into(),
+            base: "HEAD".into(),
         }
     }
 }

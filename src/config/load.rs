@@ -141,6 +141,9 @@ impl Config {
         if auto.max > 1000 {
             return fail("pool.autonomous.max".into(), "must be at most 1000".into());
         }
+        if let Some((key, msg)) = isolation_problem(&self.isolation) {
+            return fail(&["isolation", key], msg);
+        }
         if self.dispatcher.max_attempts == 0 {
             return fail(
                 "dispatcher.max_attempts".into(),
@@ -295,6 +298,33 @@ pub fn valid_name(s: &str) -> bool {
         && s.len() <= 64
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// What is wrong with `isolation` (the key and the message), if anything:
+/// a branch prefix git would refuse or misread, a base that reads as an option.
+fn isolation_problem(i: &IsolationConfig) -> Option<(&'static str, String)> {
+    let p = &i.branch_prefix;
+    let bad_char = p
+        .chars()
+        .any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/')));
+    let bad_part = p
+        .split('/')
+        .enumerate()
+        .any(|(n, part)| part.starts_with('.') || part.ends_with(".lock") || (part.is_empty() && n == 0 && !p.is_empty()));
+    if bad_char || bad_part || p.starts_with('-') || p.contains("..") || p.contains("//") {
+        return Some((
+            "branch_prefix",
+            format!("branch_prefix `{p}` must be letters, digits, `-`, `_`, `.` and `/` that git takes in a branch name (no `..`, `//`, leading `/`, `-` or `.`)"),
+        ));
+    }
+    let b = &i.base;
+    if b.is_empty() || b.starts_with('-') || b.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some((
+            "base",
+            format!("base `{b}` must name a commit (a branch, tag or HEAD), without spaces, not starting with `-`"),
+        ));
+    }
+    None
 }
 
 /// serde_yaml appends " at line L column C"; we print the line ourselves.

@@ -49,6 +49,7 @@ pub struct Config {
     pub projects_dir: Option<PathBuf>,
     pub pool: PoolConfig,
     pub dispatcher: DispatcherConfig,
+    pub isolation: IsolationConfig,
     pub watcher: WatcherConfig,
     pub accounts: Vec<AccountConfig>,
     pub quota: QuotaConfig,
@@ -122,6 +123,27 @@ pub struct DispatcherConfig {
     pub scan_interval: Dur,
     pub cooldown: Dur,
     pub max_attempts: u32,
+    /// Most tasks of one project running at once; 0: no limit.
+    pub per_project: u32,
+}
+
+/// Where agents work: in the project, or each task in a git worktree.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IsolationConfig {
+    pub mode: IsolationMode,
+    /// Where worktrees go; `None`: `<state_dir>/worktrees`.
+    #[serde(deserialize_with = "de_opt_path")]
+    pub worktrees: Option<PathBuf>,
+    pub branch_prefix: String,
+    pub base: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IsolationMode {
+    None,
+    Worktree,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -440,6 +462,28 @@ mod tests {
             "● API Error: Server is temporarily limiting requests (not your usage limit) · Rate limit reached"
         ));
     }
+
+    #[test]
+    fn isolation_keys() {
+        let d = parse("").unwrap();
+        assert_eq!(d.dispatcher.per_project, 1);
+        assert_eq!(d.isolation.mode, IsolationMode::None);
+        assert_eq!((d.isolation.branch_prefix.as_str(), d.isolation.base.as_str()), ("cf/", "HEAD"));
+        let c = parse("dispatcher: { per_project: 0 }\nisolation:\n  mode: worktree\n  worktrees: /w\n  branch_prefix: agents/x-\n  base: main\n").unwrap();
+        assert_eq!(c.dispatcher.per_project, 0);
+        assert_eq!(c.isolation.mode, IsolationMode::Worktree);
+        assert_eq!(c.isolation.worktrees.as_deref(), Some(Path::new("/w")));
+        let e = parse("isolation:\n  branch_prefix: 'a..b/'\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.msg.starts_with("branch_prefix `a..b/` must be"), "{e}");
+        for bad in ["-x", "/x", ".x/", "a b", "x.lock/"] {
+            assert!(parse(&format!("isolation: {{ branch_prefix: '{bad}' }}")).is_err(), "{bad}");
+        }
+        let e = parse("isolation:\n  mode: worktree\n  base: --output=x\n").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(parse("isolation: { mode: copy }").is_err());
+        assert!(parse("isolation: { depth: 1 }").is_err());
+    }
 }
 
 #[cfg(test)]
@@ -454,6 +498,11 @@ mod example_tests {
         assert_eq!(c.failover.cooldown, d.failover.cooldown);
         assert_eq!(c.quota.five_hour_threshold, d.quota.five_hour_threshold);
         assert_eq!(c.guard.breaker_blocks, d.guard.breaker_blocks);
+        assert_eq!(c.dispatcher.per_project, d.dispatcher.per_project);
+        assert_eq!(c.isolation.mode, d.isolation.mode);
+        assert_eq!(c.isolation.worktrees, d.isolation.worktrees);
+        assert_eq!(c.isolation.branch_prefix, d.isolation.branch_prefix);
+        assert_eq!(c.isolation.base, d.isolation.base);
         assert_eq!(c.accounts.len(), 2);
     }
 }
