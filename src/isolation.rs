@@ -42,7 +42,10 @@ pub fn place(cfg: &Config, project: &Path) -> Result<Place, WorktreeError> {
             Ok(Place::Worktree(repo))
         }
         Err(e) if e.runs_in_place() => {
-            log::warn!("{e}; tasks of {} run in the project itself, one at a time", project.display());
+            log::warn!(
+                "{e}; tasks of {} run in the project itself, one at a time",
+                project.display()
+            );
             Ok(Place::InProject)
         }
         Err(e) => Err(e),
@@ -78,8 +81,17 @@ pub fn root_for(cfg: &Config, project: &Path) -> PathBuf {
 /// Makes the worktree for task `name` (`NAME.md`) of a probed repository.
 pub fn create(cfg: &Config, repo: &Repo, name: &str) -> Result<Worktree, WorktreeError> {
     let stem = name.strip_suffix(".md").unwrap_or(name);
-    let wt = git().create(repo, &root_for(cfg, &repo.project), &cfg.isolation.branch_prefix, stem)?;
-    log::info!("{name}: worktree {} on branch {}", wt.dir.display(), wt.branch);
+    let wt = git().create(
+        repo,
+        &root_for(cfg, &repo.project),
+        &cfg.isolation.branch_prefix,
+        stem,
+    )?;
+    log::info!(
+        "{name}: worktree {} on branch {}",
+        wt.dir.display(),
+        wt.branch
+    );
     Ok(wt)
 }
 
@@ -88,7 +100,11 @@ pub fn create(cfg: &Config, repo: &Repo, name: &str) -> Result<Worktree, Worktre
 pub fn release(wt: &Worktree) -> Option<Ending> {
     match git().finish(wt) {
         Ok(Ending::Removed(s)) => {
-            log::info!("removed worktree {} and branch {}: nothing was changed", wt.dir.display(), wt.branch);
+            log::info!(
+                "removed worktree {} and branch {}: nothing was changed",
+                wt.dir.display(),
+                wt.branch
+            );
             Some(Ending::Removed(s))
         }
         Ok(Ending::Kept(s)) => {

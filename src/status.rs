@@ -54,6 +54,18 @@ pub fn render(doc: &Value, now: u64) -> String {
     } else {
         out.push_str(&table(&rows));
     }
+    // Worktree mode: where each running task works, and on which branch.
+    let mut rows = vec![row(&["SESSION", "BRANCH", "WORKTREE"])];
+    for x in list("sessions")
+        .iter()
+        .filter(|x| x.get("worktree").is_some_and(Value::is_string))
+    {
+        rows.push(vec![s(x, "name"), s(x, "branch"), s(x, "worktree")]);
+    }
+    if rows.len() > 1 {
+        out.push('\n');
+        out.push_str(&table(&rows));
+    }
     out.push('\n');
 
     let mut rows = vec![row(&[
@@ -181,7 +193,10 @@ mod tests {
             "failover_in_progress": false,
             "sessions": [{ "name": "ccl-auto-11", "kind": "autonomous", "state": "working",
                            "task": "fix-login.md", "account": "main",
-                           "since": "2026-11-21T18:00:00Z" }],
+                           "since": "2026-11-21T18:00:00Z" },
+                         { "name": "ccl-auto-12", "kind": "autonomous", "state": "working",
+                           "task": "docs.md", "account": "main", "since": null,
+                           "worktree": "/st/worktrees/api/docs", "branch": "cf/docs" }],
             "accounts": [{ "name": "main", "active": true, "usable": true, "five_hour": 37.0,
                            "seven_day": 12.0, "reading_age_s": 41, "error": null },
                          { "name": "backup", "active": false, "usable": false, "five_hour": null,
@@ -196,6 +211,12 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("token expired"), "{t}");
+        assert!(
+            t.contains(
+                "SESSION      BRANCH   WORKTREE\nccl-auto-12  cf/docs  /st/worktrees/api/docs\n"
+            ),
+            "{t}"
+        );
         assert!(t.contains("/srv/work/api  3        1           0"), "{t}");
     }
 }

@@ -110,7 +110,10 @@ fn mode_none_runs_one_task_per_project_and_lends_the_session_to_another() {
         side_by_side |= of0 == 1 && running.contains(&p1);
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(side_by_side, "the second session never took the other project's task");
+    assert!(
+        side_by_side,
+        "the second session never took the other project's task"
+    );
     stop(d);
 }
 
@@ -145,9 +148,9 @@ fn worktree_mode_runs_a_projects_tasks_side_by_side_each_on_its_branch() {
     assert!(cwds.contains(&work.cwd.display().to_string()), "{cwds:?}");
     assert!(cwds.contains(&idle.cwd.display().to_string()), "{cwds:?}");
     wait_for("the guard's verdict on rm -rf ~", T, || {
-        env.log(0, "hook").iter().any(|h| {
-            h["hook_event_name"] == "PreToolUse" && h["exit_code"] == 2
-        })
+        env.log(0, "hook")
+            .iter()
+            .any(|h| h["hook_event_name"] == "PreToolUse" && h["exit_code"] == 2)
     });
     // The agent's work: a commit on its branch, while its turn lasts.
     fs::write(work.cwd.join("feature.txt"), "done\n").unwrap();
@@ -166,7 +169,10 @@ fn worktree_mode_runs_a_projects_tasks_side_by_side_each_on_its_branch() {
     assert_eq!(r["commit"], commit.as_str());
     assert_eq!(r["changed"], serde_json::json!(["feature.txt"]));
     assert_eq!(r["kept"], true);
-    assert!(work.dir.join("feature.txt").exists(), "a changed worktree is kept");
+    assert!(
+        work.dir.join("feature.txt").exists(),
+        "a changed worktree is kept"
+    );
     let r = record(&env, 0, "idle.md");
     assert_eq!(r["kept"], false);
     wait_for("the clean worktree removed", T, || !idle.dir.exists());
@@ -176,7 +182,10 @@ fn worktree_mode_runs_a_projects_tasks_side_by_side_each_on_its_branch() {
     assert_eq!(git(&repo, &["rev-parse", "HEAD"]), head);
     assert_eq!(git(&repo, &["symbolic-ref", "HEAD"]), "refs/heads/main");
     assert_eq!(git(&repo, &["status", "--porcelain"]), status_before);
-    assert_eq!(git(&work.dir, &["diff", &head, "cf/work", "--", ".claude"]), "");
+    assert_eq!(
+        git(&work.dir, &["diff", &head, "cf/work", "--", ".claude"]),
+        ""
+    );
     stop(d);
 }
 
@@ -189,7 +198,10 @@ fn a_project_that_is_not_a_repository_runs_in_place_one_at_a_time() {
     let deadline = Instant::now() + T;
     while env.files(0, "done").len() < 4 {
         assert!(Instant::now() < deadline, "tasks not done in time");
-        assert!(running_projects(&d).len() <= 1, "two agents in one checkout");
+        assert!(
+            running_projects(&d).len() <= 1,
+            "two agents in one checkout"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     for r in env.log(0, "start") {
@@ -210,7 +222,10 @@ fn a_detached_head_sends_the_task_to_failed_with_the_reason() {
         env.files(0, "failed").contains(&"d.md.error".to_string())
     });
     let why = fs::read_to_string(env.queue_dir(0, "failed").join("d.md.error")).unwrap();
-    assert!(why.contains("HEAD of") && why.contains("is detached"), "{why}");
+    assert!(
+        why.contains("HEAD of") && why.contains("is detached"),
+        "{why}"
+    );
     assert!(env.log(0, "start").is_empty(), "an agent was started");
     stop(d);
 }
@@ -221,7 +236,9 @@ fn a_failover_resumes_in_the_same_worktree() {
     make_repo(&env, 0);
     let d = start(&env);
     env.task(0, "long.md", "long @fake:sleep=600");
-    wait_for("long.md working", T, || worktree_of(&d, "long.md").is_some());
+    wait_for("long.md working", T, || {
+        worktree_of(&d, "long.md").is_some()
+    });
     let wt = worktree_of(&d, "long.md").unwrap();
     wait_for("hooks confirmed", T, || {
         d.ctx.state().sessions.values().any(|s| s.hooks_confirmed)
@@ -240,10 +257,9 @@ fn a_failover_resumes_in_the_same_worktree() {
     assert_eq!(r["cwd"], wt.cwd.display().to_string());
     assert_eq!(worktree_of(&d, "long.md"), Some(wt.clone()));
     // The backup account trusts the worktree too.
-    let cj: Value = serde_json::from_str(
-        &fs::read_to_string(env.accounts[1].1.join(".claude.json")).unwrap(),
-    )
-    .unwrap();
+    let cj: Value =
+        serde_json::from_str(&fs::read_to_string(env.accounts[1].1.join(".claude.json")).unwrap())
+            .unwrap();
     assert_eq!(
         cj["projects"][wt.cwd.display().to_string()]["hasTrustDialogAccepted"],
         true

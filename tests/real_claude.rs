@@ -111,11 +111,15 @@ exit $rc
     );
     let model_log = fs::read_to_string(&log).unwrap();
     assert!(
-        model_log.contains("claude-failover guard blocked Bash") && model_log.contains("force-push"),
+        model_log.contains("claude-failover guard blocked Bash")
+            && model_log.contains("force-push"),
         "the block did not reach the model: {model_log}"
     );
     assert!(!ran.exists(), "the blocked command ran");
     // Neither the script nor its audit log shows as a change.
-    assert!(wt.cwd.join(".claude/hooks/claude-failover.audit.log").exists());
+    assert!(wt
+        .cwd
+        .join(".claude/hooks/claude-failover.audit.log")
+        .exists());
     assert_eq!(git(&wt.dir, &["status", "--porcelain"]), "");
 }

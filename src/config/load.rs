@@ -307,10 +307,11 @@ fn isolation_problem(i: &IsolationConfig) -> Option<(&'static str, String)> {
     let bad_char = p
         .chars()
         .any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/')));
-    let bad_part = p
-        .split('/')
-        .enumerate()
-        .any(|(n, part)| part.starts_with('.') || part.ends_with(".lock") || (part.is_empty() && n == 0 && !p.is_empty()));
+    let bad_part = p.split('/').enumerate().any(|(n, part)| {
+        part.starts_with('.')
+            || part.ends_with(".lock")
+            || (part.is_empty() && n == 0 && !p.is_empty())
+    });
     if bad_char || bad_part || p.starts_with('-') || p.contains("..") || p.contains("//") {
         return Some((
             "branch_prefix",
@@ -318,7 +319,8 @@ fn isolation_problem(i: &IsolationConfig) -> Option<(&'static str, String)> {
         ));
     }
     let b = &i.base;
-    if b.is_empty() || b.starts_with('-') || b.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if b.is_empty() || b.starts_with('-') || b.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Some((
             "base",
             format!("base `{b}` must name a commit (a branch, tag or HEAD), without spaces, not starting with `-`"),

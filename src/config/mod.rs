@@ -468,7 +468,13 @@ mod tests {
         let d = parse("").unwrap();
         assert_eq!(d.dispatcher.per_project, 1);
         assert_eq!(d.isolation.mode, IsolationMode::None);
-        assert_eq!((d.isolation.branch_prefix.as_str(), d.isolation.base.as_str()), ("cf/", "HEAD"));
+        assert_eq!(
+            (
+                d.isolation.branch_prefix.as_str(),
+                d.isolation.base.as_str()
+            ),
+            ("cf/", "HEAD")
+        );
         let c = parse("dispatcher: { per_project: 0 }\nisolation:\n  mode: worktree\n  worktrees: /w\n  branch_prefix: agents/x-\n  base: main\n").unwrap();
         assert_eq!(c.dispatcher.per_project, 0);
         assert_eq!(c.isolation.mode, IsolationMode::Worktree);
@@ -477,7 +483,10 @@ mod tests {
         assert_eq!(e.line, Some(2), "{e}");
         assert!(e.msg.starts_with("branch_prefix `a..b/` must be"), "{e}");
         for bad in ["-x", "/x", ".x/", "a b", "x.lock/"] {
-            assert!(parse(&format!("isolation: {{ branch_prefix: '{bad}' }}")).is_err(), "{bad}");
+            assert!(
+                parse(&format!("isolation: {{ branch_prefix: '{bad}' }}")).is_err(),
+                "{bad}"
+            );
         }
         let e = parse("isolation:\n  mode: worktree\n  base: --output=x\n").unwrap_err();
         assert_eq!(e.line, Some(3), "{e}");
