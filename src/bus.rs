@@ -30,8 +30,8 @@ pub enum DispatchMsg {
     SessionFree(String),
     /// Rescan every inbox now (`POST /scan`, SIGHUP, resumed dispatching).
     Scan,
-    /// A launch thread finished.
-    Launched(LaunchOutcome),
+    /// A launch thread finished (boxed: a task and an error are large).
+    Launched(Box<LaunchOutcome>),
 }
 
 /// Why the switcher refused a manual failover; the control plane answers
@@ -183,7 +183,12 @@ impl Ctx {
 
     /// Queues a notice for the notifier and logs it. Never blocks.
     pub fn notify(&self, n: Notice) {
-        log::warn!("{}: {}", n.event, n.message);
+        let level = if n.event == crate::notice::NoticeKind::TaskDone {
+            log::Level::Info
+        } else {
+            log::Level::Warn
+        };
+        log::log!(level, "{}: {}", n.event, n.message);
         if self.notices.try_send(n).is_err() {
             self.state().metrics.notices_dropped += 1;
         }

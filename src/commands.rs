@@ -88,20 +88,17 @@ pub fn retry(cfg: &Config, project: Option<&str>, name: &str) -> Result<ExitCode
 /// Every pending task in dispatch order, with its fate in this state.
 pub fn pending_fates(cfg: &Config, st: &State, now: u64) -> Vec<(Task, Fate)> {
     let (tasks, _) = crate::dispatcher::pending_tasks(cfg, true);
+    let refs: Vec<&Task> = tasks.iter().collect();
+    let limits = crate::dispatcher::project_limits(cfg, &refs);
     let projects: Vec<&Path> = tasks.iter().map(|t| t.project.as_path()).collect();
     let fates = crate::plan::assign(
         &projects,
         &crate::plan::slots(cfg, st, now),
         &crate::plan::running(st),
-        per_project(cfg),
+        |p| limits.get(p).copied().unwrap_or(cfg.dispatcher.per_project),
         crate::plan::pause(st, now).as_ref(),
     );
     tasks.into_iter().zip(fates).collect()
-}
-
-/// `dispatcher.per_project`; 0 (no limit) until the config has it.
-fn per_project(_cfg: &Config) -> u32 {
-    0
 }
 
 /// One pending line: priority, project, task, fate.

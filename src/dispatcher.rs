@@ -4,6 +4,7 @@
 //! launch runs on its own short-lived thread so a slow agent never stalls
 //! dispatching elsewhere, and reports back with `DispatchMsg::Launched`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,9 +14,11 @@ use crossbeam_channel::{select, Receiver};
 use crate::bus::{Ctx, DispatchMsg, LaunchOutcome};
 use crate::config::Config;
 use crate::fswatch::{FsEvent, FsWatch};
+use crate::isolation::Place;
 use crate::launch::{self, Conversation, Launch, LaunchError};
 use crate::lifecycle::{self, Event};
 use crate::notice::{Notice, NoticeKind};
+use crate::plan::Fate;
 use crate::queue_index::QueueIndex;
 use crate::state::{SessionKind, State, TaskRef};
 use crate::task::{Queue, Task};
@@ -142,7 +145,7 @@ pub fn run(ctx: Arc<Ctx>, rx: Receiver<DispatchMsg>) {
                     dispatch_round(&ctx, &mut q);
                 }
                 Ok(DispatchMsg::Launched(outcome)) => {
-                    finish_launch(&ctx, outcome);
+                    finish_launch(&ctx, *outcome);
                     dispatch_round(&ctx, &mut q);
                 }
                 Err(_) => return,
@@ -309,18 +312,62 @@ fn free_sessions(st: &State, cfg: &Config) -> Vec<String> {
         .collect()
 }
 
-/// The plan: which task goes to which session, in order, read from the
-/// inboxes now (`scan`, `scan --dry-run`).
-pub fn plan(ctx: &Ctx, dry_run: bool) -> Vec<(String, Task)> {
+/// Every pending task in dispatch order with its fate: the session it
+/// gets, or why it waits; read from the inboxes now (`tasks`, `scan
+/// --dry-run`).
+pub fn fates(ctx: &Ctx, dry_run: bool) -> Vec<(Task, Fate)> {
     let mut ix = QueueIndex::default();
     ix.set_projects(&ctx.config().project_list());
-    let (free, tasks) = candidates(ctx, &mut ix, dry_run, 0);
-    free.into_iter().zip(tasks).collect()
+    refresh(ctx, &mut ix, dry_run);
+    let ordered: Vec<&Task> = ix.ordered().collect();
+    let (fates, _, _) = assign(ctx, &ordered);
+    ordered.into_iter().cloned().zip(fates).collect()
 }
 
-/// Free sessions in pool order and, from the index (brought up to date
-/// first), the first pending tasks in dispatch order: one per session and
-/// `spare` more.
+/// Tasks each project runs now, or each pending task's project limit.
+pub type Counts = HashMap<PathBuf, u32>;
+
+/// The fates of `tasks` (in dispatch order), with the running counts and
+/// the limits they were decided on.
+fn assign(ctx: &Ctx, tasks: &[&Task]) -> (Vec<Fate>, Counts, Counts) {
+    let cfg = ctx.config();
+    let (slots, running, pause) = {
+        let st = ctx.state();
+        (
+            crate::plan::slots(&cfg, &st, now_secs()),
+            crate::plan::running(&st),
+            crate::plan::pause(&st, now_secs()),
+        )
+    };
+    let limits = project_limits(&cfg, tasks);
+    let projects: Vec<&Path> = tasks.iter().map(|t| t.project.as_path()).collect();
+    let fates = crate::plan::assign(
+        &projects,
+        &slots,
+        &running,
+        |p| limits.get(p).copied().unwrap_or(cfg.dispatcher.per_project),
+        pause.as_ref(),
+    );
+    (fates, running, limits)
+}
+
+/// Each pending task's project limit (`dispatcher.per_project`, or 1 for
+/// a project that runs in place under worktree isolation): one look at
+/// each project's repository, only when it matters.
+pub fn project_limits(cfg: &Config, tasks: &[&Task]) -> Counts {
+    let mut limits = Counts::new();
+    for t in tasks {
+        if !limits.contains_key(&t.project) {
+            limits.insert(t.project.clone(), crate::isolation::limit(cfg, &t.project));
+        }
+    }
+    limits
+}
+
+/// The sessions that take a task now and, from the index (brought up to
+/// date first), the tasks for them in order: the planned ones, then up to
+/// `spare` waiting ones a session could still take if a planned task cannot
+/// be claimed, never more of one project than its limit allows.
 fn candidates(
     ctx: &Ctx,
     index: &mut QueueIndex,
@@ -338,7 +385,28 @@ fn candidates(
         return (Vec::new(), Vec::new());
     }
     refresh(ctx, index, dry_run);
-    let tasks = index.ordered().take(free.len() + spare).cloned().collect();
+    let ordered: Vec<&Task> = index.ordered().collect();
+    let (fates, mut counts, limits) = assign(ctx, &ordered);
+    let (mut free, mut tasks, mut waiting) = (Vec::new(), Vec::new(), Vec::new());
+    for (t, f) in ordered.into_iter().zip(fates) {
+        match f {
+            Fate::Start(s) => {
+                *counts.entry(t.project.clone()).or_insert(0) += 1;
+                free.push(s);
+                tasks.push(t.clone());
+            }
+            Fate::NoFreeSession | Fate::Resting { .. } => waiting.push(t),
+            Fate::ProjectBusy { .. } | Fate::Paused(_) => {}
+        }
+    }
+    for t in waiting.into_iter().take(spare) {
+        let n = counts.entry(t.project.clone()).or_insert(0);
+        let limit = limits.get(&t.project).copied().unwrap_or(0);
+        if limit == 0 || *n < limit {
+            *n += 1;
+            tasks.push(t.clone());
+        }
+    }
     (free, tasks)
 }
 
@@ -355,7 +423,7 @@ fn dispatch_round(ctx: &Arc<Ctx>, q: &mut Queues) {
         let (free, tasks) = candidates(ctx, &mut q.index, false, skipped);
         let mut tasks = tasks.into_iter();
         for session in free {
-            let Some((task, tref)) =
+            let Some((task, tref, place)) =
                 claim_next(ctx, &session, &mut tasks, &mut q.unclaimable, &mut q.index)
             else {
                 break;
@@ -364,12 +432,14 @@ fn dispatch_round(ctx: &Arc<Ctx>, q: &mut Queues) {
             let spawned = std::thread::Builder::new()
                 .name(format!("launch-{session}"))
                 .spawn(move || {
-                    let result = launch_task(&c, &session, &task, &tref);
-                    let _ = c.to_dispatcher.send(DispatchMsg::Launched(LaunchOutcome {
-                        session,
-                        task: tref,
-                        result,
-                    }));
+                    let result = launch_task(&c, &session, &task, &tref, place);
+                    let _ = c
+                        .to_dispatcher
+                        .send(DispatchMsg::Launched(Box::new(LaunchOutcome {
+                            session,
+                            task: tref,
+                            result,
+                        })));
                 });
             if let Err(e) = spawned {
                 log::error!("cannot start a launch thread: {e}");
@@ -383,20 +453,29 @@ fn dispatch_round(ctx: &Arc<Ctx>, q: &mut Queues) {
 
 /// Claims the first of `tasks` that can be claimed for `session`. A file
 /// that cannot be (its claimed name too long, an inbox it cannot write) is
-/// skipped, said once, so it never holds the session from the next task.
+/// skipped, said once, so it never holds the session from the next task;
+/// one whose repository is in no state to branch from goes to `failed/`.
 fn claim_next(
     ctx: &Ctx,
     session: &str,
     tasks: &mut impl Iterator<Item = Task>,
     unclaimable: &mut Unclaimable,
     index: &mut QueueIndex,
-) -> Option<(Task, TaskRef)> {
+) -> Option<(Task, TaskRef, Place)> {
     for mut task in tasks {
+        let place = match crate::isolation::place(&ctx.config(), &task.project) {
+            Ok(p) => p,
+            Err(e) => {
+                index.remove(&task.project, &task.name);
+                refuse(ctx, &task, &e.to_string());
+                continue;
+            }
+        };
         match claim(ctx, session, &task) {
             Ok(tref) => {
                 index.remove(&task.project, &task.name);
                 task.name = tref.name.clone();
-                return Some((task, tref));
+                return Some((task, tref, place));
             }
             // Taken or removed meanwhile.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -432,6 +511,7 @@ fn claim(ctx: &Ctx, session: &str, task: &Task) -> std::io::Result<TaskRef> {
         priority: task.meta.priority,
         model,
         started: now_secs(),
+        worktree: None,
     };
     let account = ctx.state().active_account.clone();
     lifecycle::handle(
@@ -451,12 +531,30 @@ fn claim(ctx: &Ctx, session: &str, task: &Task) -> std::io::Result<TaskRef> {
     Ok(tref)
 }
 
+/// A task that must not run: straight to `failed/` with the reason.
+fn refuse(ctx: &Ctx, task: &Task, why: &str) {
+    if let Err(e) = Queue::new(&task.project).fail(&task.name, false, why) {
+        log::error!("cannot move {} to failed/: {e}", task.name);
+        return;
+    }
+    ctx.state().metrics.tasks_failed += 1;
+    ctx.notify(
+        Notice::new(
+            NoticeKind::TaskFailed,
+            format!("{} failed: {why}", task.name),
+        )
+        .field("task", task.name.clone())
+        .field("project", task.project.display().to_string()),
+    );
+}
+
 /// Starts the agent and hands it the task message.
 pub fn launch_task(
     ctx: &Ctx,
     session: &str,
     task: &Task,
     tref: &TaskRef,
+    place: Place,
 ) -> Result<(), LaunchError> {
     let cfg = ctx.config();
     let account_name = ctx.state().active_account.clone();
@@ -466,9 +564,20 @@ pub fn launch_task(
     let id = crate::fsutil::new_uuid().map_err(|e| LaunchError::Account(e.to_string()))?;
     // claude's cwd is the physical path; trust is keyed by it.
     let project = std::fs::canonicalize(&task.project).unwrap_or_else(|_| task.project.clone());
+    let (cwd, in_worktree) = match place {
+        Place::InProject => (project, false),
+        Place::Worktree(repo) => {
+            let wt =
+                crate::isolation::create(&cfg, &repo, &task.name).map_err(LaunchError::Worktree)?;
+            let cwd = wt.cwd.clone();
+            lifecycle::handle(ctx, session, Event::Isolated(wt));
+            (cwd, true)
+        }
+    };
     let l = Launch {
         session,
-        project: &project,
+        project: &cwd,
+        in_worktree,
         account: &account,
         model: &tref.model,
         conversation: Conversation::New(id.clone()),
@@ -599,12 +708,12 @@ pub fn scan_once(ctx: &Arc<Ctx>) -> Vec<(String, String, Result<(), String>)> {
     let mut tasks = tasks.into_iter();
     let mut unclaimable = Unclaimable::new();
     for session in free {
-        let Some((task, tref)) =
+        let Some((task, tref, place)) =
             claim_next(ctx, &session, &mut tasks, &mut unclaimable, &mut index)
         else {
             break;
         };
-        let result = launch_task(ctx, &session, &task, &tref);
+        let result = launch_task(ctx, &session, &task, &tref, place);
         let shown = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
         finish_launch(
             ctx,
@@ -619,9 +728,9 @@ pub fn scan_once(ctx: &Arc<Ctx>) -> Vec<(String, String, Result<(), String>)> {
     out
 }
 
-/// `scan --dry-run`: the plan without moving or starting anything.
-pub fn dry_plan(ctx: &Ctx) -> Vec<(String, Task)> {
-    plan(ctx, true)
+/// `scan --dry-run`: every fate without moving or starting anything.
+pub fn dry_plan(ctx: &Ctx) -> Vec<(Task, Fate)> {
+    fates(ctx, true)
 }
 
 /// At start-up only (no launch can be in flight): claims that no session

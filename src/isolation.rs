@@ -125,6 +125,37 @@ pub fn release(wt: &Worktree) -> Option<Ending> {
     }
 }
 
+/// The janitor's pass over one project's worktrees (any mode: worktrees
+/// kept from an earlier `mode: worktree` still get tidied). `in_use`: the
+/// worktrees of running tasks, never touched.
+pub fn sweep(cfg: &Config, project: &Path, in_use: &[PathBuf]) {
+    let root = root_for(cfg, project);
+    let Ok(root) = std::fs::canonicalize(&root) else {
+        return; // no worktree was ever made here
+    };
+    let swept = git().sweep(
+        project,
+        &root,
+        &cfg.isolation.branch_prefix,
+        &cfg.isolation.base,
+        |d| in_use.iter().any(|u| u == d),
+    );
+    match swept {
+        Ok(removed) => {
+            for d in removed {
+                log::info!(
+                    "janitor: removed worktree {} (its branch is merged)",
+                    d.display()
+                );
+            }
+        }
+        Err(e) => log::warn!(
+            "janitor: worktrees of {} left as they are: {e}",
+            project.display()
+        ),
+    }
+}
+
 /// The `done/` record's worktree fields.
 pub fn record_fields(wt: &Worktree) -> Map<String, Value> {
     let mut m = Map::new();

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::bus::Ctx;
@@ -25,10 +25,17 @@ pub fn run(ctx: Arc<Ctx>) {
 pub fn sweep(ctx: &Ctx) {
     let cfg = ctx.config();
     let now = now_secs();
+    let in_use: Vec<PathBuf> = ctx
+        .state()
+        .sessions
+        .values()
+        .filter_map(|s| Some(s.task.as_ref()?.worktree.as_ref()?.dir.clone()))
+        .collect();
     for project in cfg.project_list() {
         let q = Queue::new(&project);
         requeue_stale(ctx, &q, now);
         archive_done(&q, now, cfg.janitor.archive_after.get().as_secs());
+        crate::isolation::sweep(&cfg, &project, &in_use);
     }
     prune_checkpoints(
         &crate::checkpoint::dir(&cfg.state_dir),
@@ -60,6 +67,7 @@ fn requeue_stale(ctx: &Ctx, q: &Queue, now: u64) {
             priority: Default::default(),
             model: String::new(),
             started: 0,
+            worktree: None,
         };
         log::info!(
             "janitor: {name} in {} is claimed by no session",

@@ -56,7 +56,12 @@ impl Conversation {
 #[derive(Debug, Clone)]
 pub struct Launch<'a> {
     pub session: &'a str,
+    /// Where the agent starts: the project, or the task's worktree.
     pub project: &'a Path,
+    /// `project` is a task's worktree: the guard's script goes there, its
+    /// hooks come from the `--settings` file alone (no settings merge that
+    /// would show as a change on the task's branch).
+    pub in_worktree: bool,
     pub account: &'a AccountConfig,
     pub model: &'a str,
     pub conversation: Conversation,
@@ -68,6 +73,8 @@ pub enum LaunchError {
     Account(String),
     /// The guard could not be deployed: never launch unguarded.
     Guard(String),
+    /// The task's worktree could not be made.
+    Worktree(crate::worktree::WorktreeError),
     Tmux(TmuxError),
     /// The agent exited before it was ready.
     Exited {
@@ -91,6 +98,7 @@ impl fmt::Display for LaunchError {
         match self {
             LaunchError::Account(e) => write!(f, "account not ready: {e}"),
             LaunchError::Guard(e) => write!(f, "guard not deployed: {e}"),
+            LaunchError::Worktree(e) => write!(f, "no worktree for the task: {e}"),
             LaunchError::Tmux(e) => write!(f, "{e}"),
             LaunchError::Exited { status, screen } => {
                 write!(
@@ -162,8 +170,13 @@ fn tail(screen: &str) -> String {
 pub fn start_agent(cfg: &Config, tmux: &Tmux, l: &Launch) -> Result<PathBuf, LaunchError> {
     crate::account::prepare(&l.account.config_dir, l.project)
         .map_err(|e| LaunchError::Account(e.to_string()))?;
-    crate::guard::deploy(l.project, cfg.guard.mode, Some(&cfg.events_dir()))
-        .map_err(|e| LaunchError::Guard(e.to_string()))?;
+    let events = cfg.events_dir();
+    if l.in_worktree {
+        crate::guard::deploy_script(l.project, cfg.guard.mode, Some(&events))
+    } else {
+        crate::guard::deploy(l.project, cfg.guard.mode, Some(&events))
+    }
+    .map_err(|e| LaunchError::Guard(e.to_string()))?;
     let pinned = crate::guard::write_pinned_settings(&cfg.state_dir)
         .map_err(|e| LaunchError::Guard(e.to_string()))?;
 

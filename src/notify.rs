@@ -84,9 +84,10 @@ pub fn run(ctx: Arc<Ctx>, rx: Receiver<Notice>) {
     }
 }
 
-/// `notify.events` empty sends everything.
+/// `notify.events` empty sends everything but `task_done`, which comes
+/// once per task and is sent only when listed.
 fn wanted(cfg: &NotifyConfig, event: &str) -> bool {
-    cfg.events.is_empty() || cfg.events.iter().any(|e| e == event)
+    (cfg.events.is_empty() && event != "task_done") || cfg.events.iter().any(|e| e == event)
 }
 
 // ------------------------------------------------------------------ dedup

@@ -112,12 +112,13 @@ impl std::fmt::Display for Fate {
 /// its fate. A task whose project is at its limit waits and the next task
 /// of another project gets the session, so no session idles while other
 /// work could run. `running` counts the tasks each project runs now;
-/// `per_project` 0 means no limit.
+/// `limit` gives a project's limit (`dispatcher.per_project`, or 1 for a
+/// project that runs in place under worktree isolation); 0 means no limit.
 pub fn assign(
     projects: &[&Path],
     slots: &[Slot],
     running: &HashMap<PathBuf, u32>,
-    per_project: u32,
+    limit: impl Fn(&Path) -> u32,
     pause: Option<&Pause>,
 ) -> Vec<Fate> {
     if let Some(p) = pause {
@@ -141,10 +142,11 @@ pub fn assign(
         .iter()
         .map(|&project| {
             let now = running.get(project).copied().unwrap_or(0);
-            if per_project > 0 && now >= per_project {
+            let limit = limit(project);
+            if limit > 0 && now >= limit {
                 return Fate::ProjectBusy {
                     running: now,
-                    limit: per_project,
+                    limit,
                 };
             }
             let fate = match free.next() {
@@ -236,7 +238,7 @@ mod tests {
             &[p("/a"), p("/a"), p("/b")],
             &slots,
             &HashMap::new(),
-            1,
+            |_| 1,
             None,
         );
         assert_eq!(
@@ -250,7 +252,7 @@ mod tests {
                 Fate::Start("s2".into()),
             ]
         );
-        let unlimited = assign(&[p("/a"), p("/a")], &slots, &HashMap::new(), 0, None);
+        let unlimited = assign(&[p("/a"), p("/a")], &slots, &HashMap::new(), |_| 0, None);
         assert_eq!(
             unlimited,
             vec![Fate::Start("s1".into()), Fate::Start("s2".into())]
@@ -262,7 +264,7 @@ mod tests {
         let slots = [slot("s1", SlotState::Free)];
         let running = HashMap::from([(PathBuf::from("/a"), 2)]);
         assert_eq!(
-            assign(&[p("/a"), p("/b")], &slots, &running, 2, None),
+            assign(&[p("/a"), p("/b")], &slots, &running, |_| 2, None),
             vec![
                 Fate::ProjectBusy {
                     running: 2,
@@ -284,7 +286,7 @@ mod tests {
             &[p("/a"), p("/b"), p("/c")],
             &slots,
             &HashMap::new(),
-            1,
+            |_| 1,
             None,
         );
         assert_eq!(
@@ -318,7 +320,7 @@ mod tests {
             &[p("/a"), p("/b")],
             &[slot("s1", SlotState::Free)],
             &HashMap::new(),
-            1,
+            |_| 1,
             Some(&pause),
         );
         assert_eq!(fates, vec![Fate::Paused(pause.clone()); 2]);

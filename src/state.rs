@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::fsutil;
 use crate::task::{Priority, Queue};
 use crate::timefmt::{now_secs, rfc3339};
+use crate::worktree::Worktree;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -86,11 +87,18 @@ pub struct TaskRef {
     pub model: String,
     /// Unix seconds when the launch began.
     pub started: u64,
+    /// Worktree mode: the task's own worktree, once made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<Worktree>,
 }
 
 impl TaskRef {
     pub fn queue(&self) -> Queue {
         Queue::new(&self.project)
+    }
+    /// Where its agent works: its worktree, else the project.
+    pub fn cwd(&self) -> &Path {
+        self.worktree.as_ref().map_or(&self.project, |w| &w.cwd)
     }
     /// A key unique across projects, for attempt counts.
     pub fn key(&self) -> String {
@@ -392,6 +400,7 @@ impl State {
             .sessions
             .values()
             .map(|s| {
+                let wt = s.task.as_ref().and_then(|t| t.worktree.as_ref());
                 json!({
                     "name": s.name,
                     "kind": s.kind,
@@ -405,6 +414,8 @@ impl State {
                     "resting_until": s.cooldown_until.filter(|t| *t > now).map(rfc3339),
                     "model": s.task.as_ref().map(|t| t.model.clone()),
                     "last_activity": rfc3339(s.last_activity),
+                    "worktree": wt.map(|w| w.dir.clone()),
+                    "branch": wt.map(|w| w.branch.clone()),
                 })
             })
             .collect();

@@ -94,7 +94,8 @@ fn running_projects(d: &Daemon) -> Vec<PathBuf> {
 
 #[test]
 fn mode_none_runs_one_task_per_project_and_lends_the_session_to_another() {
-    let env = Env::new(2, 2);
+    let mut env = Env::new(2, 2);
+    env.per_project = 1;
     let d = start(&env);
     env.task(0, "a1.md", "a1 @fake:sleep=1.5");
     env.task(0, "a2.md", "a2 @fake:sleep=1.5");
@@ -122,7 +123,9 @@ fn worktree_mode_runs_a_projects_tasks_side_by_side_each_on_its_branch() {
     let env = worktree_env(1, 2, 2);
     let repo = make_repo(&env, 0);
     let head = git(&repo, &["rev-parse", "HEAD"]);
-    let status_before = git(&repo, &["status", "--porcelain"]);
+    // The queue's own files aside (the daemon moves tasks there).
+    let status = |r: &Path| git(r, &["status", "--porcelain", "--", ".", ":!.agent-queue"]);
+    let status_before = status(&repo);
     let d = start(&env);
     env.task(0, "work.md", "work @fake:sleep=8");
     env.task(0, "idle.md", "idle @fake:sleep=2 @fake:bash=rm -rf ~");
@@ -181,7 +184,7 @@ fn worktree_mode_runs_a_projects_tasks_side_by_side_each_on_its_branch() {
     assert_eq!(git(&repo, &["rev-parse", "cf/work"]), commit);
     assert_eq!(git(&repo, &["rev-parse", "HEAD"]), head);
     assert_eq!(git(&repo, &["symbolic-ref", "HEAD"]), "refs/heads/main");
-    assert_eq!(git(&repo, &["status", "--porcelain"]), status_before);
+    assert_eq!(status(&repo), status_before);
     assert_eq!(
         git(&work.dir, &["diff", &head, "cf/work", "--", ".claude"]),
         ""
@@ -255,6 +258,9 @@ fn a_failover_resumes_in_the_same_worktree() {
     });
     let r = &env.log(1, "start")[0];
     assert_eq!(r["cwd"], wt.cwd.display().to_string());
+    wait_for("long.md working again", T, || {
+        worktree_of(&d, "long.md").is_some()
+    });
     assert_eq!(worktree_of(&d, "long.md"), Some(wt.clone()));
     // The backup account trusts the worktree too.
     let cj: Value =

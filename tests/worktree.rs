@@ -168,7 +168,7 @@ fn a_task_gets_its_own_branch_and_the_operator_checkout_is_untouched() {
     let head = git(&f.repo, &["rev-parse", "HEAD"]);
     let wt = create(&f, "fix login!");
     assert_eq!(wt.dir, f.root.join("fix-login"));
-    assert_eq!(wt.cwd, wt.dir);
+    assert_eq!(wt.cwd.as_os_str(), wt.dir.as_os_str(), "no trailing slash");
     assert_eq!(wt.branch, "cf/fix-login");
     assert_eq!(wt.base_commit, head);
     assert_eq!(

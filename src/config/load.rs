@@ -142,7 +142,7 @@ impl Config {
             return fail("pool.autonomous.max".into(), "must be at most 1000".into());
         }
         if let Some((key, msg)) = isolation_problem(&self.isolation) {
-            return fail(&["isolation", key], msg);
+            return fail(format!("isolation.{key}"), msg);
         }
         if self.dispatcher.max_attempts == 0 {
             return fail(
@@ -315,7 +315,7 @@ fn isolation_problem(i: &IsolationConfig) -> Option<(&'static str, String)> {
     if bad_char || bad_part || p.starts_with('-') || p.contains("..") || p.contains("//") {
         return Some((
             "branch_prefix",
-            format!("branch_prefix `{p}` must be letters, digits, `-`, `_`, `.` and `/` that git takes in a branch name (no `..`, `//`, leading `/`, `-` or `.`)"),
+            format!("`{p}` must be letters, digits, `-`, `_`, `.` and `/` that git takes in a branch name (no `..`, `//`, leading `/`, `-` or `.`)"),
         ));
     }
     let b = &i.base;
@@ -323,7 +323,7 @@ fn isolation_problem(i: &IsolationConfig) -> Option<(&'static str, String)> {
     {
         return Some((
             "base",
-            format!("base `{b}` must name a commit (a branch, tag or HEAD), without spaces, not starting with `-`"),
+            format!("`{b}` must name a commit (a branch, tag or HEAD), without spaces, not starting with `-`"),
         ));
     }
     None

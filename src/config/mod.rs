@@ -481,7 +481,11 @@ mod tests {
         assert_eq!(c.isolation.worktrees.as_deref(), Some(Path::new("/w")));
         let e = parse("isolation:\n  branch_prefix: 'a..b/'\n").unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
-        assert!(e.msg.starts_with("branch_prefix `a..b/` must be"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("c.yaml:2: isolation.branch_prefix: `a..b/` must be"),
+            "{e}"
+        );
         for bad in ["-x", "/x", ".x/", "a b", "x.lock/"] {
             assert!(
                 parse(&format!("isolation: {{ branch_prefix: '{bad}' }}")).is_err(),

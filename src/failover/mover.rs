@@ -224,11 +224,16 @@ fn move_one(
         .ok_or(MoveError::Unknown(
             "no conversation id to resume (no SessionStart seen, no checkpoint)",
         ))?;
+    // A task in a worktree resumes there: its transcript is filed by cwd.
     let project = earlier
         .map(|m| m.project.clone())
-        .or_else(|| s.task.as_ref().map(|t| t.project.clone()))
+        .or_else(|| s.task.as_ref().map(|t| t.cwd().to_path_buf()))
         .or_else(|| s.project.clone())
         .ok_or(MoveError::Unknown("no project known"))?;
+    let in_worktree = earlier
+        .and_then(|m| m.task.as_ref())
+        .or(s.task.as_ref())
+        .is_some_and(|t| t.worktree.is_some());
     let project = std::fs::canonicalize(&project).unwrap_or(project);
     let model = s
         .task
@@ -264,6 +269,7 @@ fn move_one(
     let l = Launch {
         session: name,
         project: &project,
+        in_worktree,
         account: to,
         model: &model,
         conversation: Conversation::Resume(id.clone()),

@@ -9,6 +9,7 @@ use crate::launch;
 use crate::notice::{Notice, NoticeKind};
 use crate::state::{Session, TaskRef};
 use crate::timefmt::{now_secs, rfc3339};
+use crate::worktree::Worktree;
 
 /// Steps the named session under the state lock and persists it. `None`
 /// when there is no such session.
@@ -49,12 +50,20 @@ pub fn handle(ctx: &Ctx, name: &str, ev: Event) {
     }
 }
 
-/// Does what a step asked for.
+/// Does what a step asked for. The worktree of a task that leaves the
+/// session is released once its agent is gone (after the stop, if any).
 pub fn perform(ctx: &Ctx, s: &Session, effects: Vec<Effect>) {
     let name = s.name.as_str();
+    let mut leaving: Vec<Worktree> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Finish(t) | Effect::GiveBack(t, _) | Effect::Fail(t, _) => t.worktree.clone(),
+            _ => None,
+        })
+        .collect();
     for e in effects {
         match e {
-            Effect::StopAgent => stop_in_background(ctx, name),
+            Effect::StopAgent => stop_in_background(ctx, name, std::mem::take(&mut leaving)),
             Effect::Terminate => launch::terminate(&ctx.tmux, name),
             Effect::Finish(t) => finish(ctx, s, &t),
             Effect::GiveBack(t, cause) => give_back(ctx, &t, &cause),
@@ -111,11 +120,14 @@ pub fn perform(ctx: &Ctx, s: &Session, effects: Vec<Effect>) {
             Effect::Nudge => nudge_in_background(ctx, s),
         }
     }
+    for wt in &leaving {
+        crate::isolation::release(wt);
+    }
 }
 
 /// The task is done: to `done/` with a record.
 fn finish(ctx: &Ctx, s: &Session, t: &TaskRef) {
-    let record = serde_json::json!({
+    let mut record = serde_json::json!({
         "task": t.name,
         "project": t.project,
         "session": s.name,
@@ -126,6 +138,24 @@ fn finish(ctx: &Ctx, s: &Session, t: &TaskRef) {
         "started": rfc3339(t.started),
         "ended": rfc3339(now_secs()),
     });
+    let mut notice = Notice::new(
+        crate::notice::NoticeKind::TaskDone,
+        format!("{}: {} done", s.name, t.name),
+    )
+    .field("task", t.name.clone())
+    .field("project", t.project.display().to_string())
+    .field("session", s.name.clone());
+    if let Some(wt) = &t.worktree {
+        let fields = crate::isolation::record_fields(wt);
+        for key in ["branch", "commit"] {
+            if let Some(v) = fields.get(key).and_then(|v| v.as_str()) {
+                notice = notice.field(key, v.to_string());
+            }
+        }
+        if let Some(m) = record.as_object_mut() {
+            m.extend(fields);
+        }
+    }
     match t.queue().done(&t.name, &record) {
         Ok(p) => {
             log::info!("{}: {} done -> {}", s.name, t.name, p.display());
@@ -155,12 +185,13 @@ fn finish(ctx: &Ctx, s: &Session, t: &TaskRef) {
         st.attempts.remove(&t.key());
         st.metrics.tasks_done += 1;
     });
+    ctx.notify(notice);
 }
 
 /// Stops the agent in `name` off the caller's thread (`/exit` takes a
 /// moment), then tells the watcher which agent left. One that would not
-/// leave stays `stopping`.
-fn stop_in_background(ctx: &Ctx, name: &str) {
+/// leave stays `stopping`, and keeps the worktrees it was to release.
+fn stop_in_background(ctx: &Ctx, name: &str, release: Vec<Worktree>) {
     let tmux = ctx.tmux.clone();
     let timeout = ctx.config().failover.stop_timeout.get();
     let to_watcher = ctx.to_watcher.clone();
@@ -169,6 +200,9 @@ fn stop_in_background(ctx: &Ctx, name: &str) {
         .name(format!("stop-{name}"))
         .spawn(move || match crate::stop::stop_agent(&tmux, &n, timeout) {
             Ok(()) => {
+                for wt in &release {
+                    crate::isolation::release(wt);
+                }
                 let _ = to_watcher.send(WatchMsg::Stopped(n));
             }
             Err(e) => log::error!("{e}"),

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use crate::notice::NoticeKind;
 pub use crate::state::Move;
 use crate::state::{Session, SessionKind, SessionState, TaskRef};
+use crate::worktree::Worktree;
 
 mod effects;
 pub use self::effects::{apply, give_back, handle, handle_all, perform};
@@ -126,6 +127,8 @@ pub enum Event {
     },
     /// The agent is up; its transcript will be here.
     AgentUp { transcript: PathBuf },
+    /// The launch made the task's worktree.
+    Isolated(Worktree),
     /// The launch of `task` handed the message over.
     Launched { task: String },
     /// The launch of `task` failed. `vanished`: the tmux session went
@@ -359,6 +362,11 @@ pub fn step(old: &Session, ev: &Event, now: u64) -> (Session, Vec<Effect>) {
             s.account = Some(account.clone());
         }
         (_, Event::AgentUp { transcript }) => s.transcript_path = Some(transcript.clone()),
+        (_, Event::Isolated(wt)) => {
+            if let Some(t) = s.task.as_mut() {
+                t.worktree = Some(wt.clone());
+            }
+        }
         (Starting, Event::Launched { task }) if is_task(&s, task) => {
             s.last_activity = now;
             enter(&mut s, Working, now);

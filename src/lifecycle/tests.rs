@@ -10,6 +10,7 @@ fn task(name: &str) -> TaskRef {
         priority: Default::default(),
         model: "sonnet".into(),
         started: 0,
+        worktree: None,
     }
 }
 

@@ -33,6 +33,8 @@ impl Git {
     ) -> Result<Worktree, WorktreeError> {
         self.exclude_guard(repo)?;
         fs::create_dir_all(root).map_err(|e| WorktreeError::Io(root.into(), e))?;
+        // The physical path: claude's cwd, and so its trust and transcripts, are.
+        let root = &fs::canonicalize(root).map_err(|e| WorktreeError::Io(root.into(), e))?;
         let name = ref_safe(stem);
         for n in 1..=MAX_NAMES {
             let candidate = if n == 1 {
@@ -60,7 +62,13 @@ impl Git {
                 Ok(_) => {
                     let wt = Worktree {
                         project: repo.project.clone(),
-                        cwd: dir.join(&repo.prefix),
+                        // `join("")` would add a trailing `/`: a different
+                        // key for claude's trust and transcripts.
+                        cwd: if repo.prefix.as_os_str().is_empty() {
+                            dir.clone()
+                        } else {
+                            dir.join(&repo.prefix)
+                        },
                         dir,
                         branch,
                         base_commit: repo.base_commit.clone(),

@@ -49,6 +49,8 @@ pub struct Env {
     pub extra: String,
     pub watcher_interval: &'static str,
     pub max_attempts: u32,
+    /// `dispatcher.per_project`; 0 (no limit) unless a test is about it.
+    pub per_project: u32,
     pub guard: String,
     /// Extra lines under `pool:` (e.g. `  dedicated: [...]`).
     pub pool_extra: String,
@@ -98,6 +100,7 @@ impl Env {
             extra: String::new(),
             watcher_interval: "300ms",
             max_attempts: 3,
+            per_project: 0,
             guard: "{ mode: enforce }".into(),
             pool_extra: String::new(),
             agent_extra: String::new(),
@@ -142,7 +145,7 @@ impl Env {
              agent:\n  command: '{fake}'\n  prompt_timeout: 10s\n{agent_extra}\
              projects:\n{projects}\n\
              pool:\n  autonomous: {{ prefix: t-, start_index: 1, max: {sessions} }}\n{pool_extra}\
-             dispatcher: {{ scan_interval: 1h, cooldown: 1s, max_attempts: {attempts} }}\n\
+             dispatcher: {{ scan_interval: 1h, cooldown: 1s, max_attempts: {attempts}, per_project: {per_project} }}\n\
              watcher: {{ interval: {wi} }}\n\
              accounts:\n{accounts}\n\
              quota: {quota}\n\
@@ -162,6 +165,7 @@ impl Env {
             sessions = self.sessions,
             pool_extra = self.pool_extra,
             attempts = self.max_attempts,
+            per_project = self.per_project,
             wi = self.watcher_interval,
             accounts = accounts.join("\n"),
             quota = quota,
