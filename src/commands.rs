@@ -152,6 +152,8 @@ pub fn tasks(cfg: &Config, st: &State, only: Option<&Path>, json: bool) -> Strin
                 "session": s.name, "task": t.name,
                 "project": t.project.display().to_string(),
                 "since": crate::timefmt::rfc3339(t.started),
+                "worktree": t.worktree.as_ref().map(|w| w.dir.display().to_string()),
+                "branch": t.worktree.as_ref().map(|w| w.branch.clone()),
             })).collect::<Vec<Value>>(),
             "failed": failed.iter().map(|(p, f)| json!({
                 "project": p.display().to_string(), "task": f.name,
@@ -175,8 +177,13 @@ pub fn tasks(cfg: &Config, st: &State, only: Option<&Path>, json: bool) -> Strin
     none(&mut out, pending.is_empty());
     out.push_str("RUNNING\n");
     for (s, t) in &running {
+        let place = t
+            .worktree
+            .as_ref()
+            .map(|w| format!("  in {} on {}", w.dir.display(), w.branch))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "  {}  {}  {}  since {}\n",
+            "  {}  {}  {}  since {}{place}\n",
             s.name,
             t.project.display(),
             t.name,

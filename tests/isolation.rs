@@ -102,6 +102,7 @@ fn mode_none_runs_one_task_per_project_and_lends_the_session_to_another() {
     env.task(1, "b1.md", "b1 @fake:sleep=1.5");
     let (p0, p1) = (env.projects[0].clone(), env.projects[1].clone());
     let mut side_by_side = false;
+    let mut waited = false;
     let deadline = Instant::now() + T;
     while env.files(0, "done").len() < 2 || env.files(1, "done").is_empty() {
         assert!(Instant::now() < deadline, "tasks not done in time");
@@ -109,11 +110,20 @@ fn mode_none_runs_one_task_per_project_and_lends_the_session_to_another() {
         let of0 = running.iter().filter(|p| **p == p0).count();
         assert!(of0 <= 1, "two tasks of one project at once: {running:?}");
         side_by_side |= of0 == 1 && running.contains(&p1);
+        if of0 == 1 && !waited {
+            let listed =
+                claude_failover::commands::tasks(&d.ctx.config(), &d.ctx.state(), None, false);
+            waited = listed.contains("waits: project busy (1 of 1 running");
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(
         side_by_side,
         "the second session never took the other project's task"
+    );
+    assert!(
+        waited,
+        "`tasks` never showed a task waiting for its project"
     );
     stop(d);
 }
@@ -134,6 +144,20 @@ fn worktree_mode_runs_a_projects_tasks_side_by_side_each_on_its_branch() {
     });
     let work = worktree_of(&d, "work.md").unwrap();
     let idle = worktree_of(&d, "idle.md").unwrap();
+    // `tasks` and `status` name each running task's worktree.
+    let cfg = d.ctx.config();
+    let listed = claude_failover::commands::tasks(&cfg, &d.ctx.state(), None, false);
+    assert!(
+        listed.contains(&format!("in {} on cf/work", work.dir.display())),
+        "{listed}"
+    );
+    let doc = d.ctx.state().status_json(&cfg);
+    let rows = doc["sessions"].as_array().unwrap();
+    assert!(
+        rows.iter()
+            .any(|s| s["branch"] == "cf/work" && s["worktree"] == work.dir.display().to_string()),
+        "{doc}"
+    );
     assert_ne!(work.dir, idle.dir);
     assert_eq!(work.branch, "cf/work");
     assert_eq!(idle.branch, "cf/idle");
