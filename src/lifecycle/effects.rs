@@ -138,18 +138,13 @@ fn finish(ctx: &Ctx, s: &Session, t: &TaskRef) {
         "started": rfc3339(t.started),
         "ended": rfc3339(now_secs()),
     });
-    let mut notice = Notice::new(
-        crate::notice::NoticeKind::TaskDone,
-        format!("{}: {} done", s.name, t.name),
-    )
-    .field("task", t.name.clone())
-    .field("project", t.project.display().to_string())
-    .field("session", s.name.clone());
+    // Worktree mode: the record and the notice name the branch and commit.
+    let mut branch = Vec::new();
     if let Some(wt) = &t.worktree {
         let fields = crate::isolation::record_fields(wt);
         for key in ["branch", "commit"] {
             if let Some(v) = fields.get(key).and_then(|v| v.as_str()) {
-                notice = notice.field(key, v.to_string());
+                branch.push((key, v.to_string()));
             }
         }
         if let Some(m) = record.as_object_mut() {
@@ -160,21 +155,23 @@ fn finish(ctx: &Ctx, s: &Session, t: &TaskRef) {
         Ok(p) => {
             log::info!("{}: {} done -> {}", s.name, t.name, p.display());
             let took = now_secs().saturating_sub(t.started);
-            ctx.notify(
-                Notice::new(
-                    NoticeKind::TaskDone,
-                    format!(
-                        "{} done in {} after {}",
-                        t.name,
-                        s.name,
-                        crate::config::Dur::secs(took)
-                    ),
-                )
-                .field("task", t.name.clone())
-                .field("project", t.project.display().to_string())
-                .field("session", s.name.clone())
-                .field("record", format!("{}.json", p.display())),
-            );
+            let mut notice = Notice::new(
+                NoticeKind::TaskDone,
+                format!(
+                    "{} done in {} after {}",
+                    t.name,
+                    s.name,
+                    crate::config::Dur::secs(took)
+                ),
+            )
+            .field("task", t.name.clone())
+            .field("project", t.project.display().to_string())
+            .field("session", s.name.clone())
+            .field("record", format!("{}.json", p.display()));
+            for (key, v) in branch {
+                notice = notice.field(key, v);
+            }
+            ctx.notify(notice);
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             log::warn!("{}: {} was no longer claimed", s.name, t.name)
@@ -185,7 +182,6 @@ fn finish(ctx: &Ctx, s: &Session, t: &TaskRef) {
         st.attempts.remove(&t.key());
         st.metrics.tasks_done += 1;
     });
-    ctx.notify(notice);
 }
 
 /// Stops the agent in `name` off the caller's thread (`/exit` takes a
