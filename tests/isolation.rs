@@ -15,29 +15,9 @@ use claude_failover::daemon::Daemon;
 use claude_failover::state::SessionState;
 use claude_failover::worktree::Worktree;
 use serde_json::Value;
-use support::{wait_for, Env};
+use support::{git, wait_for, Env};
 
 const T: Duration = Duration::from_secs(25);
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?} in {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// Makes project `p` a git repository with one commit: a README and a
 /// tracked `.claude/settings.json` of the user's.

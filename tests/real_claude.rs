@@ -5,6 +5,8 @@
 //!
 //! `CF_REAL_CLAUDE=/path/to/claude cargo test --test real_claude`
 
+mod support;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -13,26 +15,12 @@ use std::process::Command;
 use claude_failover::config::GuardMode;
 use claude_failover::guard;
 use claude_failover::worktree::Git;
+use support::git;
 
 fn real_claude() -> Option<PathBuf> {
     let p = PathBuf::from(std::env::var_os("CF_REAL_CLAUDE")?);
     assert!(p.is_file(), "CF_REAL_CLAUDE={} is not a file", p.display());
     Some(p)
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The guard as worktree mode deploys it: the script only; the hooks come
