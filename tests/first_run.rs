@@ -373,20 +373,20 @@ fn add_tasks_scan_dry_run_and_retry() {
         "{listing}"
     );
     assert!(
-        pending[1].contains("second-task.md") && pending[1].contains("waits: no free session"),
+        pending[1].contains("second-task.md") && pending[1].contains("waits: project busy"),
         "{listing}"
     );
     let out = m.cli(&["scan", "--dry-run"]);
     let dry = text(&out.stdout);
     assert!(
-        dry.contains("would start in fr-1") && dry.contains("waits: no free session"),
+        dry.contains("would start in fr-1") && dry.contains("waits: project busy"),
         "{dry}"
     );
     assert!(m.tmux_sessions().is_empty(), "dry run touched tmux");
     let out = m.cli(&["tasks", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["pending"][0]["fate"], "session");
-    assert_eq!(v["pending"][1]["fate"], "no_free_session");
+    assert_eq!(v["pending"][1]["fate"], "project_busy");
     no_debug(&listing);
 
     let failed = m.root.join("proj/.agent-queue/failed");

@@ -13,8 +13,24 @@ use serde_json::{json, Value};
 
 const PROJECT: &str = "/home/u/proj";
 
+/// The guard under test, copied once under cargo's temp folder: a call
+/// blocked with no events folder writes its audit line beside the script,
+/// and that must never be the checkout.
 fn hook() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("hook.sh")
+    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guard");
+        fs::create_dir_all(&dir).expect("guard test folder");
+        let _ = fs::remove_file(dir.join("claude-failover.audit.log"));
+        let script = dir.join("hook.sh");
+        fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("hook.sh"),
+            &script,
+        )
+        .expect("copy of hook.sh");
+        script
+    })
+    .clone()
 }
 
 /// Temporary folders live under /var/tmp, wherever the checkout is: a HOME
