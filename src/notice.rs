@@ -82,6 +82,13 @@ pub struct Notice {
 }
 
 impl Notice {
+    /// `task_failed` for a task that went to `failed/`, with its task and project.
+    pub fn task_failed(task: &str, project: &std::path::Path, why: &str) -> Notice {
+        Notice::new(NoticeKind::TaskFailed, format!("{task} failed: {why}"))
+            .field("task", task.to_string())
+            .field("project", project.display().to_string())
+    }
+
     pub fn new(event: NoticeKind, message: impl Into<String>) -> Notice {
         Notice {
             event,

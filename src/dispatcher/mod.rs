@@ -541,14 +541,7 @@ fn refuse(ctx: &Ctx, task: &Task, why: &str) {
         return;
     }
     ctx.state().metrics.tasks_failed += 1;
-    ctx.notify(
-        Notice::new(
-            NoticeKind::TaskFailed,
-            format!("{} failed: {why}", task.name),
-        )
-        .field("task", task.name.clone())
-        .field("project", task.project.display().to_string()),
-    );
+    ctx.notify(Notice::task_failed(&task.name, &task.project, why));
 }
 
 /// `scan`: one dispatch round in the foreground; returns what was started.

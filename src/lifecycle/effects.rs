@@ -275,14 +275,7 @@ pub fn give_back(ctx: &Ctx, task: &TaskRef, cause: &Cause) {
                 st.attempts.remove(&task.key());
                 st.metrics.tasks_failed += 1;
             });
-            ctx.notify(
-                Notice::new(
-                    NoticeKind::TaskFailed,
-                    format!("{} failed: {why}", task.name),
-                )
-                .field("task", task.name.clone())
-                .field("project", task.project.display().to_string()),
-            );
+            ctx.notify(Notice::task_failed(&task.name, &task.project, &why));
         }
         Err(e) => log::error!("cannot move {} to failed/: {e}", task.name),
     }
