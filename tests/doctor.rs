@@ -77,6 +77,12 @@ fn script(dir: &Path, name: &str, body: &str) -> String {
     p.display().to_string()
 }
 
+/// The finding has this level and its message says `part`.
+fn says(f: &Finding, level: Level, part: &str) {
+    assert_eq!(f.level, level, "{}", f.message);
+    assert!(f.message.contains(part), "{}", f.message);
+}
+
 #[test]
 fn a_ready_machine_passes_every_check() {
     let s = Setup::new();
@@ -121,12 +127,10 @@ fn an_agent_that_fails_its_version_is_reported_in_words() {
         "echo 'sh: node: not found' >&2; exit 127",
     );
     let f = s.find(Scope::Full, "agent");
-    assert_eq!(f.level, Level::Fail);
-    assert!(
-        f.message
-            .contains("--version` exited with status 127: command not found (sh: node: not found)"),
-        "{}",
-        f.message
+    says(
+        &f,
+        Level::Fail,
+        "--version` exited with status 127: command not found (sh: node: not found)",
     );
     assert!(!f.message.contains("Some("), "{}", f.message);
 }
@@ -136,12 +140,7 @@ fn accounts_report_credentials_and_expiry() {
     let s = Setup::new();
     s.credentials(1_000);
     let f = s.find(Scope::Full, "account main");
-    assert_eq!(f.level, Level::Warn);
-    assert!(
-        f.message.contains("token expired at 1970-01-01T00:00:01Z"),
-        "{}",
-        f.message
-    );
+    says(&f, Level::Warn, "token expired at 1970-01-01T00:00:01Z");
     fs::remove_file(s.root().join("acct/.credentials.json")).unwrap();
     let f = s.find(Scope::Full, "account main");
     assert_eq!(f.level, Level::Warn);
@@ -176,12 +175,7 @@ fn a_taken_port_fails_run_and_check_config_binds_nothing() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     s.listen = taken.local_addr().unwrap().to_string();
     let f = s.find(Scope::Launch, "control port");
-    assert_eq!(f.level, Level::Fail);
-    assert!(
-        f.message.contains(" is taken: stop what listens there"),
-        "{}",
-        f.message
-    );
+    says(&f, Level::Fail, " is taken: stop what listens there");
     let cfg = s.config();
     assert!(doctor::checks(&cfg, Scope::Config)
         .iter()
@@ -210,12 +204,7 @@ fn a_bad_token_file_is_named() {
     let s = Setup::new();
     fs::write(s.root().join("token"), "short\n").unwrap();
     let f = s.find(Scope::Launch, "token file");
-    assert_eq!(f.level, Level::Fail);
-    assert!(
-        f.message.contains("delete the file to have one made"),
-        "{}",
-        f.message
-    );
+    says(&f, Level::Fail, "delete the file to have one made");
     fs::write(s.root().join("token"), "0123456789abcdef0123\n").unwrap();
     fs::set_permissions(s.root().join("token"), fs::Permissions::from_mode(0o644)).unwrap();
     let f = s.find(Scope::Launch, "token file");
